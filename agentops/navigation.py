@@ -1,0 +1,64 @@
+"""The main navigation. A section whose app is not built yet shows an honest empty state."""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Section:
+    key: str
+    label: str
+    url_name: str
+    coming: str = ""  # what will appear here, for sections not built yet
+
+
+SECTIONS = [
+    Section(
+        "agents",
+        "Agents",
+        "section-agents",
+        "Agents your team defines: model, system prompt, tools and memory, with every "
+        "version kept. Runs start from an agent's page.",
+    ),
+    Section(
+        "rubrics",
+        "Rubrics",
+        "section-rubrics",
+        "Rubrics with weighted criteria, a grader and a pass bar, used to grade outputs "
+        "and drive revisions until they pass.",
+    ),
+    Section(
+        "workflows",
+        "Workflows",
+        "section-workflows",
+        "Workflows: a lead agent delegating to specialists that run in parallel, and "
+        "the schedules that start them.",
+    ),
+    Section(
+        "runs",
+        "Runs",
+        "section-runs",
+        "Every run of an agent or workflow, live while it works, with its transcript, "
+        "tokens, cost and grade.",
+    ),
+    Section(
+        "review",
+        "Review",
+        "section-review",
+        "The review queue: graded outputs waiting for a human, with per-criterion "
+        "scores to agree with or override.",
+    ),
+    Section(
+        "memory",
+        "Memory",
+        "section-memory",
+        "Memory stores with curated memories, and the dreams that propose changes to "
+        "them for your approval.",
+    ),
+    Section(
+        "usage",
+        "Usage",
+        "section-usage",
+        "Tokens and cost by day, agent and model, and the current rate-limit state.",
+    ),
+    Section("settings", "Settings", "teams:settings"),
+]

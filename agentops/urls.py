@@ -1,0 +1,27 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from agentops.navigation import SECTIONS
+from agentops.teams import views as team_views
+
+urlpatterns = [
+    path("", team_views.home, name="home"),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/password/", auth_views.PasswordChangeView.as_view(), name="password_change"),
+    path(
+        "accounts/password/done/",
+        auth_views.PasswordChangeDoneView.as_view(),
+        name="password_change_done",
+    ),
+    path("team/", include("agentops.teams.urls")),
+    path("admin/", admin.site.urls),
+]
+
+# Sections whose app is not built yet: an empty state that says what will appear there.
+urlpatterns += [
+    path(f"{s.key}/", team_views.section, {"key": s.key}, name=s.url_name)
+    for s in SECTIONS
+    if s.url_name.startswith("section-")
+]
