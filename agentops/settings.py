@@ -86,6 +86,7 @@ INSTALLED_APPS = [
     "csp",
     "django_celery_beat",
     "agentops.teams",
+    "agentops.agents",
 ]
 
 MIDDLEWARE = [
