@@ -87,6 +87,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "agentops.teams",
     "agentops.agents",
+    "agentops.llm",
 ]
 
 MIDDLEWARE = [

@@ -1,3 +1,7 @@
+from importlib import import_module
+from importlib.util import find_spec
+
+from django.apps import apps
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
@@ -22,6 +26,12 @@ class Command(BaseCommand):
             if team is None:
                 team = services.team_create(name="Demo team", slug="demo", owner=alice)
             Membership.objects.get_or_create(team=team, user=bob, defaults={"role": Role.REVIEWER})
+            # Each app with demo content has <app>/demo.py with seed_demo_data(); it must be
+            # idempotent, as make run calls this command on every start.
+            for app_config in apps.get_app_configs():
+                module = f"{app_config.name}.demo"
+                if app_config.name.startswith("agentops.") and find_spec(module):
+                    import_module(module).seed_demo_data(team=team, owner=alice, reviewer=bob)
         self.stdout.write(self.style.SUCCESS("Demo data ready: log in as alice / demo."))
 
     def _user(self, username, is_superuser=False):
