@@ -84,6 +84,7 @@ class AgentForm(forms.Form):
                 required=False, label=spec.name, initial=spec.name in enabled
             )
             self.fields[f"permission_{spec.name}"] = forms.ChoiceField(
+                required=False,
                 choices=ToolPermission.choices,
                 initial=enabled.get(spec.name, ToolPermission.ASK),
                 label=f"Permission for {spec.name}",
@@ -120,7 +121,7 @@ class AgentForm(forms.Form):
         """Keyword arguments for agent_create / agent_update."""
         data = self.cleaned_data
         tools = [
-            {"name": name, "permission": data[f"permission_{name}"]}
+            {"name": name, "permission": data.get(f"permission_{name}") or ToolPermission.ASK}
             for name in self.tool_names
             if data.get(f"tool_{name}")
         ]

@@ -24,8 +24,12 @@ def agent_list(request):
     form = AgentFilterForm(request.GET or None)
     agents = form.filter(team_queryset(request, Agent).select_related("current_version"))
     page = paginate(request, agents)
+    archived_count = 0
+    if not page.object_list:
+        archived_count = team_queryset(request, Agent).filter(archived_at__isnull=False).count()
     template = "agents/list.html#agents" if request.htmx else "agents/list.html"
-    return render(request, template, {"form": form, "page": page})
+    context = {"form": form, "page": page, "archived_count": archived_count}
+    return render(request, template, context)
 
 
 @require_editor
