@@ -29,6 +29,9 @@ from .models import HostAllowlistEntry
 MAX_REDIRECTS = 5
 REDIRECT_STATUSES = {301, 302, 303, 307, 308}
 USER_AGENT = "agentops-tools/1"
+# Certificate verification for https: the system's trust store. Tests put an SSLContext
+# that trusts their own certificate authority here.
+TLS_VERIFY = True
 
 
 class Refused(Exception):
@@ -210,7 +213,7 @@ def guarded_request(
     deadline = time.monotonic() + timeout_s
     entries = list(HostAllowlistEntry.objects.filter(team=team))
     # trust_env=False: no proxy from the environment may carry the request elsewhere.
-    with httpx2.Client(follow_redirects=False, trust_env=False) as client:
+    with httpx2.Client(follow_redirects=False, trust_env=False, verify=TLS_VERIFY) as client:
         for _hop in range(MAX_REDIRECTS + 1):
             target = check_url(team, url, entries)
             try:
