@@ -88,7 +88,9 @@ def resolve(host, port):
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as error:
         raise Refused(f"the host {host!r} could not be resolved") from error
-    return [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+    addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+    # IPv4 first: the address that is pinned should be one this host can usually reach.
+    return sorted(set(addresses), key=lambda a: (a.version, addresses.index(a)))
 
 
 def is_public_address(address):
@@ -226,6 +228,8 @@ def guarded_request(
                     deadline=deadline,
                     max_bytes=max_bytes,
                 )
+            except httpx2.InvalidURL as error:
+                raise Refused(f"the URL {url!r} is not valid") from error
             except httpx2.TimeoutException as error:
                 raise RequestFailed(f"timed out after {timeout_s:g} s") from error
             except httpx2.HTTPError as error:

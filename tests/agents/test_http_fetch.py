@@ -266,3 +266,9 @@ def test_https_to_a_name_the_certificate_does_not_cover_fails(team_a, tls_server
     assert outcome.is_error
     assert outcome.content == "http_fetch failed: the request failed: ConnectError."
     assert tls_server.requests == []
+
+
+def test_a_url_with_characters_no_request_can_carry_is_refused(team_a, allow_local, local_server):
+    outcome = fetch(team_a, f"{local_server.base_url}/hel\x00lo")
+    assert outcome.is_error and "is not valid" in outcome.content
+    assert local_server.requests == []
