@@ -115,7 +115,7 @@ class SimulatorTransport(httpx2.BaseTransport):
             fault = self._faults.popleft() if self._faults else None
         step = headers.get(STEP_HEADER)
         if fault is not None:
-            self.stats.record(path=path, step=step, status=fault.status or None, fault=fault.name)
+            self.stats.record(path=path, step=step, status=fault.response_status, fault=fault.name)
             return self._serve_fault(fault, request)
         answer = self.app.handle(request.method, path, query, raw, headers)
         self.stats.record(path=path, step=step, status=answer.status, fault=None)
