@@ -13,10 +13,13 @@ class CatalogueModel:
     display_name: str
 
 
+# The same models the simulator lists (agentops/llm/simulator/catalogue.py), newest first.
 MODELS = [
+    CatalogueModel("claude-opus-4-6", "Claude Opus 4.6"),
+    CatalogueModel("claude-sonnet-4-6", "Claude Sonnet 4.6"),
     CatalogueModel("claude-opus-4-5", "Claude Opus 4.5"),
-    CatalogueModel("claude-sonnet-4-5", "Claude Sonnet 4.5"),
     CatalogueModel("claude-haiku-4-5", "Claude Haiku 4.5"),
+    CatalogueModel("claude-sonnet-4-5", "Claude Sonnet 4.5"),
 ]
 
 
