@@ -27,13 +27,7 @@ SECTIONS = [
         "Agents your team defines: model, system prompt, tools and memory, with every "
         "version kept. Runs start from an agent's page.",
     ),
-    Section(
-        "rubrics",
-        "Rubrics",
-        "section-rubrics",
-        "Rubrics with weighted criteria, a grader and a pass bar, used to grade outputs "
-        "and drive revisions until they pass.",
-    ),
+    Section("rubrics", "Rubrics", "rubrics:list"),
     Section(
         "workflows",
         "Workflows",
@@ -48,13 +42,7 @@ SECTIONS = [
         "Every run of an agent or workflow, live while it works, with its transcript, "
         "tokens, cost and grade.",
     ),
-    Section(
-        "review",
-        "Review",
-        "section-review",
-        "The review queue: graded outputs waiting for a human, with per-criterion "
-        "scores to agree with or override.",
-    ),
+    Section("review", "Review", "review:queue"),
     Section(
         "memory",
         "Memory",

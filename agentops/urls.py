@@ -16,6 +16,8 @@ urlpatterns = [
         name="password_change_done",
     ),
     path("team/", include("agentops.teams.urls")),
+    path("rubrics/", include("agentops.outcomes.urls")),
+    path("review/", include("agentops.review.urls")),
     path("admin/", admin.site.urls),
     path("healthz", team_views.healthz, name="healthz"),
 ]
