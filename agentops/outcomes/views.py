@@ -1,6 +1,6 @@
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.db.models import Count, Prefetch
+from django.db.models import Count
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
@@ -11,7 +11,7 @@ from agentops.teams.access import get_for_team, require_editor, require_viewer, 
 from . import services
 from .calibration import calibration_for
 from .forms import RubricFilterForm, rubric_forms
-from .models import Criterion, Rubric, RubricVersion
+from .models import Rubric, RubricVersion
 
 
 def _rubrics(request):
@@ -129,11 +129,7 @@ def rubric_detail(request, pk):
 @require_viewer
 def rubric_version(request, pk, number):
     rubric = get_for_team(request, _rubrics(request), pk=pk)
-    version = (
-        RubricVersion.objects.filter(rubric=rubric, number=number)
-        .prefetch_related(Prefetch("criteria", queryset=Criterion.objects.order_by("position")))
-        .first()
-    )
+    version = RubricVersion.objects.filter(rubric=rubric, number=number).first()
     if version is None:
         raise Http404("No such version.")
     return render(request, "outcomes/rubric_detail.html", _version_context(rubric, version))
