@@ -16,6 +16,7 @@ urlpatterns = [
         name="password_change_done",
     ),
     path("team/", include("agentops.teams.urls")),
+    path("agents/", include("agentops.agents.urls")),
     path("rubrics/", include("agentops.outcomes.urls")),
     path("review/", include("agentops.review.urls")),
     path("admin/", admin.site.urls),

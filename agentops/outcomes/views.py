@@ -44,7 +44,7 @@ def _form_errors(form, error):
 
 
 def _save(request, rubric=None):
-    form, criteria, golden = rubric_forms(request.POST)
+    form, criteria, golden = rubric_forms(request.POST, team=request.team)
     if form.is_valid() and criteria.is_valid() and golden.is_valid():
         values = {
             **form.version_values(),
@@ -76,7 +76,7 @@ def rubric_create(request):
             return response
         status = 400
     else:
-        forms, status = rubric_forms(), 200
+        forms, status = rubric_forms(team=request.team), 200
     form, criteria, golden = forms
     context = {"form": form, "criteria": criteria, "golden": golden, "rubric": None}
     return render(request, "outcomes/rubric_form.html", context, status=status)
@@ -94,7 +94,7 @@ def rubric_edit(request, pk):
             return response
         status = 400
     else:
-        forms, status = rubric_forms(version=rubric.current_version), 200
+        forms, status = rubric_forms(version=rubric.current_version, team=request.team), 200
     form, criteria, golden = forms
     context = {"form": form, "criteria": criteria, "golden": golden, "rubric": rubric}
     return render(request, "outcomes/rubric_form.html", context, status=status)
