@@ -56,8 +56,9 @@ def grader_tool_schema(rubric_version):
     score_properties = {
         criterion.key: {
             "type": "object",
-            "description": f"{criterion.name}: "
-            + ("1 if met, 0 if not." if criterion.is_pass_fail else f"0 to {criterion.scale_max}."),
+            "description": f"{criterion.name} ("
+            + ("1 if met, 0 if not" if criterion.is_pass_fail else f"0 to {criterion.scale_max}")
+            + f"). What good looks like: {criterion.guidance}",
             "properties": {
                 "score": {"type": "integer", "minimum": 0, "maximum": criterion.scale_max},
                 "rationale": {
