@@ -144,6 +144,20 @@ def grader_request(rubric_version, task, output):
     }
 
 
+def _field(block, name):
+    return block.get(name) if isinstance(block, Mapping) else getattr(block, name, None)
+
+
+def grade_input(content):
+    """The input of the `submit_grade` call in a Messages API response's content blocks
+    (dicts as stored, or the SDK's objects). GradeFormatError when the grader did not call
+    it, which the loop treats like any other malformed answer."""
+    for block in content or []:
+        if _field(block, "type") == "tool_use" and _field(block, "name") == GRADE_TOOL_NAME:
+            return _field(block, "input")
+    raise GradeFormatError(f"The grader answered without calling {GRADE_TOOL_NAME}.")
+
+
 def _integer(value, where):
     # JSON has one number type: 3.0 is the integer 3; 3.5, "3" and true are not integers.
     if isinstance(value, bool) or not isinstance(value, int | float):

@@ -14,6 +14,7 @@ from agentops.outcomes.demo import DEMO_RUBRIC
 from agentops.outcomes.grading import (
     GRADE_TOOL_NAME,
     GradeFormatError,
+    grade_input,
     grader_request,
     parse_grade,
     revision_messages,
@@ -70,9 +71,8 @@ def run_loop(client, team, rubric, task, worker_messages=None):
         while grade is None and attempts < GRADER_ATTEMPTS:
             attempts += 1
             response = client.messages.create(**grader_request(version, task, output))
-            call = next(b for b in response.content if b.type == "tool_use")
             try:
-                grade = parse_grade(version, call.input)
+                grade = parse_grade(version, grade_input(response.content))
             except GradeFormatError as failure:
                 error = str(failure)
         if grade is None:
