@@ -17,6 +17,8 @@ urlpatterns = [
     ),
     path("team/", include("agentops.teams.urls")),
     path("agents/", include("agentops.agents.urls")),
+    path("rubrics/", include("agentops.outcomes.urls")),
+    path("review/", include("agentops.review.urls")),
     path("admin/", admin.site.urls),
     path("healthz", team_views.healthz, name="healthz"),
 ]
