@@ -16,6 +16,7 @@ urlpatterns = [
         name="password_change_done",
     ),
     path("team/", include("agentops.teams.urls")),
+    path("", include("agentops.llm.urls")),
     path("admin/", admin.site.urls),
 ]
 
