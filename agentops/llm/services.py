@@ -161,7 +161,9 @@ def execute_call(
     if tool_choice:
         params["tool_choice"] = tool_choice
     if temperature is not None:
-        params["temperature"] = temperature
+        # This SDK dropped `temperature` from create() (newer models reject sampling
+        # parameters); models that still accept it get it in the body.
+        params["extra_body"] = {"temperature": temperature}
     if thinking_budget:
         params["thinking"] = {"type": "enabled", "budget_tokens": thinking_budget}
     if step_id is not None:
