@@ -18,6 +18,7 @@ urlpatterns = [
     path("team/", include("agentops.teams.urls")),
     path("", include("agentops.llm.urls")),
     path("admin/", admin.site.urls),
+    path("healthz", team_views.healthz, name="healthz"),
 ]
 
 # Sections whose app is not built yet: an empty state that says what will appear there.
