@@ -126,8 +126,9 @@ class Limiter:
             slot_at=slot_us / _US,
         )
 
-    def settle(self, reservation, *, input_tokens=None, output_tokens=None, headers=None,
-               hold_s=0.0):
+    def settle(
+        self, reservation, *, input_tokens=None, output_tokens=None, headers=None, hold_s=0.0
+    ):
         """Give back what the call did not use and reconcile with the server's headers.
 
         `input_tokens`/`output_tokens` are the real counts (None keeps the reservation);
@@ -322,7 +323,8 @@ end
 
 if op == 'state' then
   local v = redis.call('HMGET', key, 'r', 'i', 'o', 'last', 'hold', 'srv')
-  return {string.format('%.0f', now), v[1] or '', v[2] or '', v[3] or '', v[4] or '0', v[5] or '0', v[6] or ''}
+  return {string.format('%.0f', now), v[1] or '', v[2] or '', v[3] or '',
+          v[4] or '0', v[5] or '0', v[6] or ''}
 end
 return redis.error_reply('unknown op')
 """

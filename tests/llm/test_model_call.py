@@ -134,8 +134,12 @@ def test_spend_limit_429_is_permanent(team_a, sim):
 
 @pytest.mark.parametrize(
     ("fault", "kind"),
-    [("drop", "connection"), ("connect", "connection"), ("hang", "timeout"),
-     ("malformed", "malformed_response")],
+    [
+        ("drop", "connection"),
+        ("connect", "connection"),
+        ("hang", "timeout"),
+        ("malformed", "malformed_response"),
+    ],
 )
 def test_transport_faults_are_transient(team_a, sim, fault, kind):
     sim.inject(fault)
