@@ -425,6 +425,8 @@ def rate_limit_save(*, team, actor, model, rpm, itpm, otpm, rate_limit=None):
         rate_limit = RateLimit(team=team, model=model)
         verb = "rate_limit.add"
     else:
+        # Re-read under a lock: a bound ModelForm has already changed the instance it holds.
+        rate_limit = RateLimit.objects.select_for_update().get(pk=rate_limit.pk, team=team)
         before = {
             "model": rate_limit.model,
             "rpm": rate_limit.rpm,
