@@ -87,6 +87,17 @@ def simulator_transport():
         return _simulator_transport
 
 
+# The in-process simulator records every request (tests read them). A long-running embedded
+# worker must not keep them all, so the history is dropped once it grows past this.
+SIMULATOR_HISTORY_LIMIT = 1000
+
+
+def trim_simulator_history():
+    transport = _simulator_transport
+    if transport is not None and len(transport.received) > SIMULATOR_HISTORY_LIMIT:
+        transport.clear()
+
+
 def build_client(credential: Credential, *, transport=None) -> anthropic.Anthropic:
     """A new client for one credential. `transport` replaces the network (tests, bench)."""
     timeout = float(settings.AGENTOPS_MODEL_TIMEOUT_S)

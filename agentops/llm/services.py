@@ -30,6 +30,7 @@ from .client import (  # noqa: F401  (re-exported)
     client_for_team,
     credential_for_team,
     forget_clients,
+    trim_simulator_history,
     uses_simulator,
 )
 from .crypto import encrypt, fingerprint
@@ -260,6 +261,8 @@ def model_call(
         max_wait_s=settings.AGENTOPS_RATE_MAX_WAIT_S if max_wait_s is None else max_wait_s,
     )
     _record(team, model, outcome, credential, agent_id, usage_label, step_id)
+    if credential.source == Source.SIMULATOR:
+        trim_simulator_history()
     if outcome.error is not None:
         log.warning(
             "model call failed: team=%s model=%s kind=%s status=%s",
