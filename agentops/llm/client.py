@@ -12,7 +12,7 @@ import anthropic
 import httpx2
 from django.conf import settings
 
-from .crypto import decrypt, fingerprint
+from .crypto import UndecryptableKey, decrypt, fingerprint
 
 SIMULATOR_BASE_URL = "http://simulator.local"
 # Keys that stand for the simulator HTTP server rather than a real account.
@@ -68,7 +68,10 @@ def credential_for_team(team) -> Credential:
 
 def uses_simulator(team) -> bool:
     """True when this team's calls are answered by the simulator (for the UI label)."""
-    return credential_for_team(team).simulated
+    try:
+        return credential_for_team(team).simulated
+    except UndecryptableKey:
+        return False
 
 
 _clients = {}

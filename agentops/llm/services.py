@@ -33,7 +33,7 @@ from .client import (  # noqa: F401  (re-exported)
     trim_simulator_history,
     uses_simulator,
 )
-from .crypto import encrypt, fingerprint
+from .crypto import UndecryptableKey, encrypt, fingerprint
 from .errors import classify, scrub
 from .models import CallStatus, KeyTestStatus, ModelCallRecord, RateLimit, TeamCredential
 from .ratelimit import HEADER_PREFIX, Limits, bucket_name, get_limiter
@@ -243,7 +243,10 @@ def model_call(
     """
     if _in_transaction():
         raise ModelCallInTransaction("model_call must not run inside a database transaction")
-    credential = credential_for_team(team)
+    try:
+        credential = credential_for_team(team)
+    except UndecryptableKey as exc:
+        raise PermanentModelError(str(exc), kind="key_unreadable") from None
     outcome = execute_call(
         credential=credential,
         client=client_for_credential(credential),
@@ -471,7 +474,10 @@ def rate_limit_delete(*, rate_limit, actor):
 
 def rate_limit_state(*, team, models):
     """The live state of the team's buckets for these models (for the usage page)."""
-    credential = credential_for_team(team)
+    try:
+        credential = credential_for_team(team)
+    except UndecryptableKey:
+        return []
     limiter = get_limiter()
     rows = []
     for model in models:

@@ -186,3 +186,21 @@ def test_editor_may_not_manage_the_key(member_of_team_a, login, team_a):
         reverse("llm:key-save"), {"api_key": SECRET}
     )
     assert response.status_code == 403
+
+
+def test_a_key_this_server_cannot_decrypt_is_reported_not_replaced(
+    alice_client, team_a, stored_key, settings, sim
+):
+    from cryptography.fernet import Fernet
+
+    settings.AGENTOPS_FERNET_KEY = Fernet.generate_key().decode()
+    settings.ANTHROPIC_API_KEY = ""
+    response = alice_client.get(reverse("llm:settings"))
+    assert b"Key unreadable" in response.content
+    assert alice_client.get(reverse("llm:usage")).status_code == 200
+    with pytest.raises(services.PermanentModelError) as caught:
+        services.model_call(
+            team=team_a, model="m", messages=[{"role": "user", "content": "x"}], max_tokens=8
+        )
+    assert caught.value.kind == "key_unreadable"
+    assert not sim.received  # no fallback to another credential
