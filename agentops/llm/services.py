@@ -419,9 +419,15 @@ def api_key_test_run(*, team):
     tokens or message budget. The result is discarded if the key changed meanwhile.
     """
     started_with = _credential_row(team).key_fingerprint
-    credential = credential_for_team(team)
     models, error = [], None
     try:
+        credential = credential_for_team(team)
+    except UndecryptableKey as exc:
+        credential = Credential(Source.TEAM)
+        error = PermanentModelError(str(exc), kind="key_unreadable")
+    try:
+        if error is not None:
+            raise error
         client = client_for_credential(credential)
         for info in client.models.list(limit=100):
             models.append({"id": info.id, "name": getattr(info, "display_name", "") or info.id})
