@@ -7,16 +7,20 @@ of the clock (tau), i.e. hold L * burst_s / 60 units.
 
 A call asks for all three budgets at once (1 request, its input estimate, its max_tokens).
 Instead of "yes or retry later", the limiter hands out a *slot*: the earliest time at which
-all three buckets conform, never earlier than the slot given to the call before it. The
-call sleeps until its slot. Slots are therefore handed out in arrival order (FIFO), waiting
-callers never poll, a big call cannot be starved by small ones, and concurrent runs share
-the budget in the order they asked. A call whose slot lies further away than its maximum
-wait is refused without reserving anything (RateBudgetExhausted).
+all three buckets conform, never earlier than the slot given to the call before it. Slots
+are therefore handed out in arrival order (FIFO): a big call cannot be starved by small ones
+and concurrent runs share the budget in the order they asked. A call whose slot lies further
+away than its maximum wait is refused without reserving anything (RateBudgetExhausted).
 
-After the call, `settle` refunds what was reserved but not used (the estimate minus the real
-input, max_tokens minus the real output), and reconciles with the server's
-anthropic-ratelimit-*-remaining headers: if the server says less is left than we think, our
-TAT moves forward. A 429's retry-after holds every new slot back until it has passed.
+The call sleeps until its slot and then *claims* it: only then does it count as sent. Until
+then its booking waits in a queue kept apart from the bucket the API sees. After the call,
+`settle` refunds what was reserved but not used (the estimate minus the real input,
+max_tokens minus the real output) and reconciles with the server's
+anthropic-ratelimit-*-remaining headers (if the server says less is left than we think, the
+bucket moves forward); both are capped as the API caps its bucket, and the waiting bookings
+are then given the slots they would get now (earlier after a refund, later after a pessimistic
+header). A sleeping caller looks its booking up every POLL_S seconds to notice a move. A
+429's retry-after holds every waiting and new slot back until it has passed.
 
 With Redis (settings.REDIS_URL), one Lua script updates the buckets atomically, using the
 Redis clock, so every worker on every machine shares them. The in-process LocalLimiter (same
@@ -327,12 +331,13 @@ class LocalLimiter(Limiter):
 # see the same clock (the Redis server's). Times are integer microseconds.
 #
 # Each budget is kept in two parts. `base` is the TAT of the bucket as the API sees it: the
-# calls whose slot has come. `queue` (a sorted set) holds the bookings of calls still
-# waiting for their slot, each as (slot, time span per budget). The full TAT is the base
-# with the queue replayed on top (max(tat, slot) + span, in slot order), and when a slot
-# passes its booking is folded into the base. Refunds and server headers change only the
-# base, capped as the API's bucket is (it never holds more than its burst): a refund cannot
-# be spent twice by hiding behind bookings that the API has not seen yet.
+# calls that were sent. `queue` (a sorted set scored by slot) holds the bookings of calls
+# still waiting, each as (ticket, time span per budget). The full TAT is the base with the
+# queue replayed on top (max(tat, slot) + span, in slot order); a booking joins the base
+# when its caller claims it (at the claim's time). Refunds and server headers change only the
+# base, capped as the API's bucket is (it never holds more than its burst), and then the
+# queue is re-slotted: a refund cannot be spent twice by hiding behind bookings the API has
+# not seen yet.
 LUA = """
 local key = KEYS[1]
 local qkey = KEYS[2]
