@@ -5,6 +5,7 @@ import pytest
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
+from agentops.llm.models import RateLimit
 from agentops.teams.models import Membership, Role
 from tests.outcomes.factories import grade, graded_evaluation, make_rubric
 
@@ -24,6 +25,8 @@ URL_KWARGS = {
     "agents:webhook-edit": lambda objs: {"pk": objs["webhook_tool"].pk},
     "agents:webhook-delete": lambda objs: {"pk": objs["webhook_tool"].pk},
     "agents:allowlist-remove": lambda objs: {"pk": objs["allowlist_entry"].pk},
+    "llm:limit-edit": lambda objs: {"pk": objs["rate_limit"].pk},
+    "llm:limit-delete": lambda objs: {"pk": objs["rate_limit"].pk},
     "rubrics:detail": lambda objs: {"pk": objs["rubric"].pk},
     "rubrics:edit": lambda objs: {"pk": objs["rubric"].pk},
     "rubrics:archive": lambda objs: {"pk": objs["rubric"].pk},
@@ -70,6 +73,9 @@ def team_a_objects(alice, bob):
     )
     rubric = make_rubric(team, alice, max_iterations=1)
     return {
+        "rate_limit": RateLimit.objects.create(
+            team=team, model="claude-haiku-4-5", rpm=50, itpm=30000, otpm=8000
+        ),
         "rubric": rubric,
         "evaluation": graded_evaluation(team, rubric, [grade()]),
         "membership": Membership.objects.get(user=bob),

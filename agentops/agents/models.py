@@ -114,7 +114,7 @@ class WebhookTool(models.Model):
     description = models.TextField()
     input_schema = models.JSONField(default=dict)
     url = models.URLField(max_length=500)
-    # Fernet token (agentops.agents.crypto); the plain secret never reaches the database.
+    # Fernet token (agentops.llm.crypto); the plain secret never reaches the database.
     secret_encrypted = models.TextField()
     timeout_s = models.PositiveSmallIntegerField(
         default=10, validators=[MinValueValidator(1), MaxValueValidator(30)]

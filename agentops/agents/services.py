@@ -4,9 +4,9 @@ from django.db.models import Max
 from django.utils import timezone
 from django.utils.text import slugify
 
+from agentops.llm.crypto import encrypt
 from agentops.teams.services import audit_record
 
-from .crypto import encrypt_secret
 from .models import (
     VERSIONED_FIELDS,
     Agent,
@@ -221,7 +221,7 @@ def webhook_tool_create(*, team, actor, name, description, input_schema, url, se
         description=description,
         input_schema=input_schema,
         url=url,
-        secret_encrypted=encrypt_secret(secret),
+        secret_encrypted=encrypt(secret),
         timeout_s=timeout_s,
         created_by=actor,
     )
@@ -258,7 +258,7 @@ def webhook_tool_update(*, tool, actor, name, description, input_schema, url, ti
     tool.url = url
     tool.timeout_s = timeout_s
     if secret:
-        tool.secret_encrypted = encrypt_secret(secret)
+        tool.secret_encrypted = encrypt(secret)
     tool.save()
     after = _webhook_audit_values(tool)
     if secret:

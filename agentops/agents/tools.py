@@ -23,7 +23,8 @@ from django.conf import settings
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from .crypto import SecretUnreadable, decrypt_secret
+from agentops.llm.crypto import UndecryptableKey, decrypt
+
 from .models import ToolPermission, WebhookTool
 from .netguard import Refused, RequestFailed, guarded_request
 
@@ -196,8 +197,8 @@ def _run_webhook(tool_id):
         if tool is None:
             raise ToolFailure("this webhook tool no longer exists.")
         try:
-            secret = decrypt_secret(tool.secret_encrypted)
-        except SecretUnreadable as error:
+            secret = decrypt(tool.secret_encrypted)
+        except UndecryptableKey as error:
             raise ToolFailure(f"webhook tool {tool.name} is misconfigured: {error}.") from error
         body = json.dumps(tool_input, separators=(",", ":"), ensure_ascii=False).encode()
         timestamp = str(int(time.time()))

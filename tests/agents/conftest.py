@@ -140,7 +140,7 @@ def make_agent(team_a, alice):
     def make(name="Helper", **overrides):
         values = {
             "name": name,
-            "model": "claude-sonnet-4-5",
+            "model": "claude-sonnet-4-6",
             "system_prompt": "You help.",
             "max_tokens": 1024,
         }

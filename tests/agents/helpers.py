@@ -5,7 +5,7 @@ def agent_form_data(**overrides):
     data = {
         "name": "Helper",
         "description": "",
-        "model": "claude-sonnet-4-5",
+        "model": "claude-sonnet-4-6",
         "system_prompt": "You help.",
         "max_tokens": "1024",
         "temperature": "",

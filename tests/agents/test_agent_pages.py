@@ -33,7 +33,7 @@ def test_alice_creates_an_agent_with_a_first_version(alice_client, alice, team_a
 def test_create_page_lists_models_and_tools(alice_client):
     response = alice_client.get(reverse("agents:create"))
     assert response.status_code == 200
-    assert b"claude-sonnet-4-5" in response.content
+    assert b"claude-sonnet-4-6" in response.content
     assert b'name="tool_http_fetch"' in response.content
     assert b'name="permission_http_fetch"' in response.content
 

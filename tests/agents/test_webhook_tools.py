@@ -5,10 +5,10 @@ import json
 import pytest
 from django.urls import reverse
 
-from agentops.agents.crypto import decrypt_secret
 from agentops.agents.models import HostAllowlistEntry, WebhookTool
 from agentops.agents.services import webhook_tool_create
 from agentops.agents.tools import ToolOutcome, execute_tool
+from agentops.llm.crypto import decrypt
 from agentops.teams.models import AuditEvent, Role, Team
 
 from .helpers import WEBHOOK_SECRET
@@ -118,7 +118,7 @@ def test_an_oversized_webhook_answer_is_an_error(team_a, make_webhook, settings)
 def test_the_secret_is_encrypted_at_rest(team_a, make_webhook):
     tool = make_webhook()
     assert WEBHOOK_SECRET not in tool.secret_encrypted
-    assert decrypt_secret(tool.secret_encrypted) == WEBHOOK_SECRET
+    assert decrypt(tool.secret_encrypted) == WEBHOOK_SECRET
     event = AuditEvent.objects.get(verb="webhook_tool.create")
     assert WEBHOOK_SECRET not in json.dumps(event.after)
 
@@ -144,7 +144,7 @@ def test_alice_adds_a_webhook_tool(alice_client, team_a, allow_local, local_serv
     assert response.status_code == 302
     tool = WebhookTool.objects.get(team=team_a)
     assert tool.input_schema == SCHEMA and tool.timeout_s == 5
-    assert decrypt_secret(tool.secret_encrypted) == WEBHOOK_SECRET
+    assert decrypt(tool.secret_encrypted) == WEBHOOK_SECRET
     page = alice_client.get(reverse("agents:tools")).content.decode()
     assert "order_status" in page and WEBHOOK_SECRET not in page
 
@@ -194,12 +194,12 @@ def test_editing_keeps_the_secret_unless_a_new_one_is_given(
     assert response.status_code == 302
     tool.refresh_from_db()
     assert tool.description == "Changed."
-    assert decrypt_secret(tool.secret_encrypted) == WEBHOOK_SECRET
+    assert decrypt(tool.secret_encrypted) == WEBHOOK_SECRET
     alice_client.post(
         url, _form(local_server, secret="a-brand-new-secret-value", description="Changed.")
     )
     tool.refresh_from_db()
-    assert decrypt_secret(tool.secret_encrypted) == "a-brand-new-secret-value"
+    assert decrypt(tool.secret_encrypted) == "a-brand-new-secret-value"
     event = AuditEvent.objects.filter(verb="webhook_tool.update").first()
     assert event.after == {"secret": "changed"}
 
