@@ -8,6 +8,7 @@ import pytest
 
 from agentops.agents.services import agent_create, allowlist_entry_add, webhook_tool_create
 from agentops.agents.tools import ToolOutcome, ToolSpec, registry
+from agentops.llm.catalogue import DEFAULT_MODEL
 from agentops.llm.client import simulator_transport
 from agentops.runs import services
 
@@ -84,7 +85,7 @@ def make_agent(team_a, alice):
             team=team or team_a,
             actor=actor or alice,
             name=name or f"Agent {counter['n']}",
-            model="claude-sonnet-4-5",
+            model=DEFAULT_MODEL,
             system_prompt="You are a helpful assistant.",
             max_tokens=max_tokens,
             tools=list(tools),
