@@ -126,8 +126,9 @@ class Limiter:
             slot_at=time.time() + wait_s,
         )
 
-    def settle(self, reservation, *, input_tokens=None, output_tokens=None, headers=None,
-               hold_s=0.0):
+    def settle(
+        self, reservation, *, input_tokens=None, output_tokens=None, headers=None, hold_s=0.0
+    ):
         """Give back what the call did not use and reconcile with the server's headers.
 
         `input_tokens`/`output_tokens` are the real counts (None keeps the reservation);
@@ -382,4 +383,3 @@ def wait_for_slot(reservation, *, sleep=time.sleep):
     remaining = reservation.slot_at - time.time()
     if remaining > 0:
         sleep(remaining)
-

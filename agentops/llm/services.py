@@ -421,8 +421,12 @@ def rate_limit_save(*, team, actor, model, rpm, itpm, otpm, rate_limit=None):
         rate_limit = RateLimit(team=team, model=model)
         verb = "rate_limit.add"
     else:
-        before = {"model": rate_limit.model, "rpm": rate_limit.rpm, "itpm": rate_limit.itpm,
-                  "otpm": rate_limit.otpm}
+        before = {
+            "model": rate_limit.model,
+            "rpm": rate_limit.rpm,
+            "itpm": rate_limit.itpm,
+            "otpm": rate_limit.otpm,
+        }
         rate_limit.model = model
         verb = "rate_limit.change"
     rate_limit.rpm, rate_limit.itpm, rate_limit.otpm = rpm, itpm, otpm
@@ -446,8 +450,12 @@ def rate_limit_delete(*, rate_limit, actor):
         actor=actor,
         verb="rate_limit.delete",
         obj=rate_limit,
-        before={"model": rate_limit.model, "rpm": rate_limit.rpm, "itpm": rate_limit.itpm,
-                "otpm": rate_limit.otpm},
+        before={
+            "model": rate_limit.model,
+            "rpm": rate_limit.rpm,
+            "itpm": rate_limit.itpm,
+            "otpm": rate_limit.otpm,
+        },
     )
     rate_limit.delete()
 

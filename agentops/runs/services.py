@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from decimal import Decimal
 
+import redis
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -43,6 +44,9 @@ from .models import (
 logger = logging.getLogger(__name__)
 
 CONTINUE_PROMPT = "Continue exactly where you stopped."
+# Failures of our own infrastructure around a model call (the rate limiter's Redis being
+# restarted): the same step can succeed later, like a 529.
+INFRASTRUCTURE_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 OPEN_STEP_STATUSES = (StepStatus.QUEUED, StepStatus.AWAITING_APPROVAL)
 
 # --- hooks for later capabilities ------------------------------------------------------------
@@ -320,7 +324,7 @@ def _execute_model_step(step):
             agent_id=run.agent_id,
             usage_label=f"run {run.pk}",
         )
-    except TransientModelError as error:
+    except (TransientModelError, *INFRASTRUCTURE_ERRORS) as error:
         _retry_or_fail(step, error)
         return
     except PermanentModelError as error:

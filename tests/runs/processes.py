@@ -53,10 +53,12 @@ class Worker:
     """`celery worker` (threads pool), optionally with embedded beat for the sweeper."""
 
     def __init__(self, env, *, name, beat=False, concurrency=4):
+        self.env = env
+        self.restarts = 0
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - kept open for the process
             prefix=f"agentops-{name}-", suffix=".log", delete=False
         )
-        command = [
+        self.command = command = [
             sys.executable,
             "-m",
             "celery",
@@ -77,15 +79,26 @@ class Worker:
         ]
         if beat:
             command += ["-B", "--schedule", str(Path(tempfile.gettempdir()) / f"{name}-beat")]
+        self._spawn()
+
+    def _spawn(self):
         # Its own process group: embedded beat is a child process, and a kill takes both.
         self.process = subprocess.Popen(
-            command,
+            self.command,
             cwd=ROOT,
-            env=env,
+            env=self.env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+    def supervise(self):
+        """Start the worker again if it exited, as a process manager's restart policy does
+        (docker-compose `restart: unless-stopped`, systemd `Restart=always`)."""
+        if self.process.poll() is not None:
+            self._signal_group(signal.SIGKILL)
+            self.restarts += 1
+            self._spawn()
 
     def _signal_group(self, signum):
         try:

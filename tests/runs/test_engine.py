@@ -210,9 +210,7 @@ def test_failing_webhook_tool(make_agent, drain, sim, alice, team_a, failing_web
     assert len(_model_steps(run)) == 2
 
 
-def test_always_ask_tool_waits_then_runs_when_approved(
-    make_agent, drain, sim, alice, tool_calls
-):
+def test_always_ask_tool_waits_then_runs_when_approved(make_agent, drain, sim, alice, tool_calls):
     agent = make_agent(tools=_tools("get_weather", permission=ASK))
     run = services.run_start(agent=agent, input="Use get_weather for Kyiv.", actor=alice)
     run = drain(run)
@@ -447,11 +445,29 @@ def test_run_start_refuses_bad_requests(make_agent, alice, team_a):
         services.run_start(agent=agent, input="   ", actor=alice)
     other = make_agent()
     with pytest.raises(ValidationError):
-        services.run_start(
-            agent=agent, input="hi", actor=alice, version=other.current_version
-        )
+        services.run_start(agent=agent, input="hi", actor=alice, version=other.current_version)
 
 
 def test_sweeper_is_a_periodic_task():
     task = PeriodicTask.objects.get(task="agentops.runs.steps_sweep")
     assert task.enabled and task.interval.every > 0
+
+
+def test_a_redis_outage_around_the_call_is_retried(make_agent, drain, sim, alice, monkeypatch):
+    import redis
+
+    from agentops.llm import services as llm_services
+
+    real_call = llm_services.model_call
+    failures = iter([redis.exceptions.ConnectionError("Connection closed by server.")])
+
+    def flaky_call(**kwargs):
+        failure = next(failures, None)
+        if failure:
+            raise failure
+        return real_call(**kwargs)
+
+    monkeypatch.setattr(services, "model_call", flaky_call)
+    run = drain(services.run_start(agent=make_agent(), input="Say hi.", actor=alice))
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert _model_steps(run)[0].attempts == 2 and run.retries == 1
