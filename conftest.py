@@ -1,6 +1,9 @@
 """Fixtures every test can use: alice (owner, team A), bob (reviewer, team A), charlie
 (owner, team B), and clients logged in as each."""
 
+import os
+import shutil
+
 import pytest
 from django.test import Client
 
@@ -81,3 +84,66 @@ def charlie_client(charlie):
 def login():
     """A client logged in as the given user."""
     return _logged_in
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    # PBKDF2's deliberate slowness buys nothing in tests and costs most of their time.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+# Playwright's sync API runs an event loop in the test thread; the ORM calls our fixtures make
+# there are still synchronous and safe.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """The system Chromium, driven by Playwright."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, live_server):
+    """A fresh browser tab; `page.goto(path)` is relative to the live server."""
+    context = browser.new_context(base_url=live_server.url)
+    context.set_default_timeout(15_000)
+    tab = context.new_page()
+    errors = []
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    tab.on("console", lambda msg: msg.type == "error" and errors.append(msg.text))
+    yield tab
+    context.close()
+    assert not errors, f"browser errors: {errors}"
+
+
+@pytest.fixture
+def browser_login(page):
+    """Log a user in through the real login form."""
+
+    def login_as(user):
+        page.goto("/accounts/login/")
+        page.fill("#id_username", user.username)
+        page.fill("#id_password", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url("**/")
+        return page
+
+    return login_as

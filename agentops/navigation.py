@@ -9,6 +9,14 @@ class Section:
     label: str
     url_name: str
     coming: str = ""  # what will appear here, for sections not built yet
+    namespaces: tuple = ()  # URL namespaces whose pages belong to this section
+
+    def is_current(self, resolver_match):
+        if resolver_match is None:
+            return False
+        return resolver_match.view_name == self.url_name or resolver_match.namespace in (
+            self.namespaces or (self.key,)
+        )
 
 
 SECTIONS = [
@@ -43,5 +51,10 @@ SECTIONS = [
         "them for your approval.",
     ),
     Section("usage", "Usage", "llm:usage"),
-    Section("settings", "Settings", "teams:settings"),
+    Section("settings", "Settings", "teams:settings", namespaces=("teams", "llm")),
 ]
+
+
+def current_section(request):
+    match = getattr(request, "resolver_match", None)
+    return next((s for s in SECTIONS if s.is_current(match)), None)

@@ -20,6 +20,7 @@ urlpatterns = [
     path("runs/", include("agentops.runs.urls")),
     path("", include("agentops.llm.urls")),
     path("admin/", admin.site.urls),
+    path("healthz", team_views.healthz, name="healthz"),
 ]
 
 # Sections whose app is not built yet: an empty state that says what will appear there.

@@ -1,6 +1,6 @@
 from django.conf import settings
 
-from agentops.navigation import SECTIONS
+from agentops.navigation import SECTIONS, current_section
 
 from .models import Membership
 
@@ -15,4 +15,5 @@ def current_team(request):
         "my_memberships": Membership.objects.select_related("team").filter(user=user),
         "embedded_default": settings.EMBEDDED,
         "nav_sections": SECTIONS,
+        "current_section": current_section(request),
     }

@@ -1,6 +1,8 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
+from django.db import connection
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
@@ -150,3 +152,10 @@ def team_settings_save(request):
         messages.success(request, "Team settings saved.")
         return redirect("teams:settings")
     return render(request, "teams/settings.html", {"form": form}, status=400)
+
+
+def healthz(request):
+    """Liveness for the container health check: the database answers."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return HttpResponse("ok", content_type="text/plain")

@@ -1,0 +1,84 @@
+"""Walks every named URL as an anonymous visitor, as each role of team A, and as charlie
+(team B) against team A's objects."""
+
+import pytest
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+
+from agentops.teams.models import Membership, Role
+
+# URLs anyone may open without logging in.
+PUBLIC = {"login", "healthz", "logout", "password_reset"}
+
+# How to build the arguments of each URL that takes some, from team A's objects (see the
+# `team_a_objects` fixture). A new URL with arguments must be added here or this test fails.
+URL_KWARGS = {
+    "teams:member-role": lambda objs: {"pk": objs["membership"].pk},
+    "teams:member-remove": lambda objs: {"pk": objs["membership"].pk},
+}
+
+
+def _named_urls(resolver=None, namespace=""):
+    resolver = resolver or get_resolver()
+    for entry in resolver.url_patterns:
+        if isinstance(entry, URLResolver):
+            if entry.namespace == "admin":
+                continue  # the Django admin checks staff status itself; see test_admin.py
+            inner = f"{namespace}{entry.namespace}:" if entry.namespace else namespace
+            yield from _named_urls(entry, inner)
+        elif isinstance(entry, URLPattern) and entry.name:
+            yield f"{namespace}{entry.name}", bool(entry.pattern.converters)
+
+
+ALL_URLS = sorted(set(_named_urls()))
+
+
+@pytest.fixture
+def team_a_objects(alice, bob):
+    return {"membership": Membership.objects.get(user=bob)}
+
+
+def _url(name, takes_args, objs):
+    if not takes_args:
+        return reverse(name)
+    assert name in URL_KWARGS, f"add {name} to URL_KWARGS in tests/test_url_matrix.py"
+    return reverse(name, kwargs=URL_KWARGS[name](objs))
+
+
+def test_every_url_with_arguments_is_in_the_matrix():
+    missing = [name for name, takes_args in ALL_URLS if takes_args and name not in URL_KWARGS]
+    assert not missing
+
+
+@pytest.mark.parametrize("name,takes_args", ALL_URLS, ids=[n for n, _ in ALL_URLS])
+def test_url_matrix(name, takes_args, team_a_objects, member_of_team_a, charlie, login):
+    url = _url(name, takes_args, team_a_objects)
+
+    for method in ("get", "post"):
+        response = getattr(Client(), method)(url)
+        if name.split(":")[-1] in PUBLIC:
+            assert response.status_code < 500
+        else:
+            assert response.status_code == 302, (method, url)
+            assert response["Location"].startswith(reverse("login")), (method, url)
+
+    for role in Role.values:
+        client = login(member_of_team_a(role))
+        response = client.get(url)
+        assert response.status_code in {200, 302, 403, 405}, (role, url, response.status_code)
+
+    outsider = login(charlie)
+    for method in ("get", "post"):
+        response = getattr(outsider, method)(url)
+        assert not 200 <= response.status_code < 300 or not takes_args, (method, url)
+        if takes_args:
+            assert response.status_code in {404, 405}, (method, url, response.status_code)
+
+
+@pytest.mark.parametrize("name,takes_args", ALL_URLS, ids=[n for n, _ in ALL_URLS])
+def test_post_without_csrf_token_is_rejected(name, takes_args, team_a_objects, alice):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+    response = client.post(_url(name, takes_args, team_a_objects), {})
+    assert response.status_code == 403
+    assert b"This form has expired" in response.content
