@@ -15,6 +15,14 @@ PUBLIC = {"login", "healthz", "logout", "password_reset"}
 URL_KWARGS = {
     "teams:member-role": lambda objs: {"pk": objs["membership"].pk},
     "teams:member-remove": lambda objs: {"pk": objs["membership"].pk},
+    "agents:detail": lambda objs: {"pk": objs["agent"].pk},
+    "agents:edit": lambda objs: {"pk": objs["agent"].pk},
+    "agents:archive": lambda objs: {"pk": objs["agent"].pk},
+    "agents:unarchive": lambda objs: {"pk": objs["agent"].pk},
+    "agents:version": lambda objs: {"pk": objs["agent"].pk, "number": 1},
+    "agents:webhook-edit": lambda objs: {"pk": objs["webhook_tool"].pk},
+    "agents:webhook-delete": lambda objs: {"pk": objs["webhook_tool"].pk},
+    "agents:allowlist-remove": lambda objs: {"pk": objs["allowlist_entry"].pk},
 }
 
 
@@ -35,7 +43,29 @@ ALL_URLS = sorted(set(_named_urls()))
 
 @pytest.fixture
 def team_a_objects(alice, bob):
-    return {"membership": Membership.objects.get(user=bob)}
+    from agentops.agents.models import HostAllowlistEntry
+    from agentops.agents.services import agent_create, webhook_tool_create
+
+    team = alice.memberships.get().team
+    agent = agent_create(
+        team=team, actor=alice, name="A", model="claude-haiku-4-5", system_prompt="x", max_tokens=10
+    )
+    entry = HostAllowlistEntry.objects.create(team=team, host="hooks.example.com")
+    tool = webhook_tool_create(
+        team=team,
+        actor=alice,
+        name="hook",
+        description="d",
+        input_schema={"type": "object"},
+        url="https://hooks.example.com/x",
+        secret="s" * 16,
+    )
+    return {
+        "membership": Membership.objects.get(user=bob),
+        "agent": agent,
+        "webhook_tool": tool,
+        "allowlist_entry": entry,
+    }
 
 
 def _url(name, takes_args, objs):
