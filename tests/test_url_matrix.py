@@ -23,6 +23,11 @@ URL_KWARGS = {
     "agents:webhook-edit": lambda objs: {"pk": objs["webhook_tool"].pk},
     "agents:webhook-delete": lambda objs: {"pk": objs["webhook_tool"].pk},
     "agents:allowlist-remove": lambda objs: {"pk": objs["allowlist_entry"].pk},
+    "runs:detail": lambda objs: {"pk": objs["run"].pk},
+    "runs:cancel": lambda objs: {"pk": objs["run"].pk},
+    "runs:rerun": lambda objs: {"pk": objs["run"].pk},
+    "runs:start": lambda objs: {"agent_pk": objs["agent"].pk},
+    "runs:approval": lambda objs: {"pk": objs["run"].steps.first().pk},
 }
 
 
@@ -45,6 +50,7 @@ ALL_URLS = sorted(set(_named_urls()))
 def team_a_objects(alice, bob):
     from agentops.agents.models import HostAllowlistEntry
     from agentops.agents.services import agent_create, webhook_tool_create
+    from agentops.runs.services import run_start
 
     team = alice.memberships.get().team
     agent = agent_create(
@@ -65,6 +71,7 @@ def team_a_objects(alice, bob):
         "agent": agent,
         "webhook_tool": tool,
         "allowlist_entry": entry,
+        "run": run_start(agent=agent, input="hello", actor=alice),
     }
 
 

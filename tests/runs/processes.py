@@ -1,6 +1,7 @@
 """Real processes for the crash-recovery tests, the browser journey and the benchmark: a
 Celery worker subprocess on the test database, and a redis-server of our own."""
 
+import contextlib
 import os
 import shutil
 import signal
@@ -101,10 +102,8 @@ class Worker:
             self._spawn()
 
     def _signal_group(self, signum):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signum)
-        except ProcessLookupError:
-            pass
 
     def kill(self):
         """SIGKILL the worker and its children: no warm shutdown, no ack, no cleanup."""
@@ -114,10 +113,8 @@ class Worker:
     def stop(self):
         if self.process.poll() is None:
             self._signal_group(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                pass
         # Whatever is left of the group (a beat child) goes too.
         self._signal_group(signal.SIGKILL)
         self.log.close()
