@@ -403,19 +403,32 @@ def test_sweeper_resends_queued_steps_whose_message_was_lost(make_agent, alice):
     assert services.steps_sweep(requeue_after_s=60) == (0, 0, 0)
 
 
-def test_a_late_result_from_a_replaced_worker_is_discarded(make_agent, drain, sim, alice):
+def test_a_late_result_from_a_replaced_worker_is_discarded(make_agent, sim, alice):
+    from agentops.llm.types import ModelResult
+
     agent = make_agent()
     run = services.run_start(agent=agent, input="Say hi.", actor=alice)
     step = _model_steps(run)[0]
-    with services.inline_execution():
-        services.step_execute(step_id=step.pk)
-    step.refresh_from_db()
-    # A worker that still holds attempt 1 of a step now owned by attempt 2 records nothing.
+    # Attempt 1 was claimed, then the sweeper handed the step to attempt 2.
     Step.objects.filter(pk=step.pk).update(status=StepStatus.RUNNING, attempts=2)
     step.attempts = 1
+    late = ModelResult(
+        content=[{"type": "text", "text": "late"}],
+        stop_reason="end_turn",
+        usage={"input_tokens": 5, "output_tokens": 5},
+        cost_usd=Decimal("0.01"),
+        latency_ms=10,
+        request_id="req_late",
+        model="m",
+    )
+    services._record_model_result(step, late)
+    step.refresh_from_db()
+    run.refresh_from_db()
+    assert step.status == StepStatus.RUNNING and step.response == {}
+    assert run.status == RunStatus.QUEUED and run.model_calls == 0 and not run.output
+    # The lock helper the other checkpoints use applies the same rule.
     with services.inline_execution():
-        run_, thread, locked = services._lock_for_checkpoint(step)
-    assert locked is None
+        assert services._lock_for_checkpoint(step)[2] is None
 
 
 def test_rerun_same_and_latest_version(make_agent, drain, sim, alice):
