@@ -427,6 +427,7 @@ def test_a_late_result_from_a_replaced_worker_is_discarded(make_agent, sim, alic
     assert step.status == StepStatus.RUNNING and step.response == {}
     assert run.status == RunStatus.QUEUED and run.model_calls == 0 and not run.output
     # The lock helper the other checkpoints use applies the same rule.
+    step.attempts = 1
     with services.inline_execution():
         assert services._lock_for_checkpoint(step)[2] is None
 
