@@ -12,6 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
 from django.conf import settings
 from django.db import connection
 
@@ -26,6 +27,13 @@ def database_url():
         auth += f":{db['PASSWORD']}"
     host = f"{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}"
     return f"postgres://{auth}@{host}/{db['NAME']}"
+
+
+# Worker subprocesses share the test database and the broker: PostgreSQL and Redis only.
+needs_postgres_and_redis = pytest.mark.skipif(
+    settings.EMBEDDED or not settings.REDIS_URL,
+    reason="real-process tests need DATABASE_URL (PostgreSQL) and REDIS_URL",
+)
 
 
 def worker_env(*, redis_url, model_base_url=None, **extra):

@@ -4,9 +4,9 @@ import pytest
 
 from agentops.runs.models import Run, RunStatus
 
-from .processes import Worker, broker_url, flush_redis, worker_env
+from .processes import Worker, broker_url, flush_redis, needs_postgres_and_redis, worker_env
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, needs_postgres_and_redis]
 
 
 @pytest.fixture

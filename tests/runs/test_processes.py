@@ -12,9 +12,21 @@ from agentops.llm.simulator.server import start_simulator_server
 from agentops.runs import services
 from agentops.runs.models import Run, RunStatus, Step, StepKind, StepStatus
 
-from .processes import RedisServer, Worker, broker_url, flush_redis, wait_for, worker_env
+from .processes import (
+    RedisServer,
+    Worker,
+    broker_url,
+    flush_redis,
+    needs_postgres_and_redis,
+    wait_for,
+    worker_env,
+)
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.slow,
+    needs_postgres_and_redis,
+    pytest.mark.django_db(transaction=True),
+]
 
 LATENCY_MS = 400
 # A claimed step whose worker vanished is re-queued this long after its claim.
