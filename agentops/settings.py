@@ -92,6 +92,7 @@ INSTALLED_APPS = [
     "agentops.agents",
     "agentops.llm",
     "agentops.runs",
+    "agentops.outcomes",
 ]
 
 MIDDLEWARE = [

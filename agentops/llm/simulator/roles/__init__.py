@@ -7,13 +7,15 @@ its thinking text; the core adds ids, stop reasons, truncation and usage. To add
 """
 
 from .base import Reply, Role
+from .grader import GraderRole
+from .reviser import ReviserRole
 from .worker import WorkerRole
 
-ROLES: tuple[Role, ...] = (WorkerRole(),)
+ROLES: tuple[Role, ...] = (GraderRole(), ReviserRole(), WorkerRole())
 
 
 def choose_role(conversation) -> Role:
     return next(role for role in ROLES if role.matches(conversation))
 
 
-__all__ = ["ROLES", "Reply", "Role", "WorkerRole", "choose_role"]
+__all__ = ["ROLES", "GraderRole", "Reply", "ReviserRole", "Role", "WorkerRole", "choose_role"]
