@@ -29,13 +29,7 @@ SECTIONS = [
         "Workflows: a lead agent delegating to specialists that run in parallel, and "
         "the schedules that start them.",
     ),
-    Section(
-        "runs",
-        "Runs",
-        "section-runs",
-        "Every run of an agent or workflow, live while it works, with its transcript, "
-        "tokens, cost and grade.",
-    ),
+    Section("runs", "Runs", "runs:list"),
     Section("review", "Review", "review:queue"),
     Section(
         "memory",

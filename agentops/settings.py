@@ -91,6 +91,7 @@ INSTALLED_APPS = [
     "agentops.teams",
     "agentops.agents",
     "agentops.llm",
+    "agentops.runs",
     "agentops.outcomes",
 ]
 
@@ -259,6 +260,9 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
+# One queue name per deployment by default; `manage.py bench overhead` gives its own worker a
+# private queue so a running production worker never takes the benchmark's steps.
+CELERY_TASK_DEFAULT_QUEUE = os.environ.get("AGENTOPS_CELERY_QUEUE", "") or "celery"
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
     # A message not acknowledged within this window is redelivered; it must outlast the
@@ -276,6 +280,19 @@ else:
         "store_processed": False,
         "visibility_timeout": CELERY_TASK_TIME_LIMIT + 300,
     }
+
+# The run engine. A step is claimed with a deadline; past it the sweeper assumes the worker
+# died and re-queues the step. The deadline must outlast the hard time limit, or a slow but
+# live step would be handed to a second worker (its late result is then discarded).
+AGENTOPS_STEP_DEADLINE_S = _env_int(
+    "AGENTOPS_STEP_DEADLINE_S", CELERY_TASK_TIME_LIMIT + 30, minimum=1
+)
+# Each claim counts as an attempt; past this many the step and its run fail.
+AGENTOPS_STEP_MAX_ATTEMPTS = _env_int("AGENTOPS_STEP_MAX_ATTEMPTS", 5, minimum=1)
+# A queued step whose message was lost (a broker restarted without persistence) is sent
+# again after this long; a duplicate message is harmless because claiming is conditional.
+AGENTOPS_STEP_REQUEUE_AFTER_S = _env_int("AGENTOPS_STEP_REQUEUE_AFTER_S", 120, minimum=1)
+AGENTOPS_SWEEP_INTERVAL_S = _env_int("AGENTOPS_SWEEP_INTERVAL_S", 30, minimum=1)
 
 # Pages that list things show this many rows at a time.
 PAGE_SIZE = 25

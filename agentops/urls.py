@@ -17,9 +17,10 @@ urlpatterns = [
     ),
     path("team/", include("agentops.teams.urls")),
     path("agents/", include("agentops.agents.urls")),
+    path("runs/", include("agentops.runs.urls")),
+    path("", include("agentops.llm.urls")),
     path("rubrics/", include("agentops.outcomes.urls")),
     path("review/", include("agentops.review.urls")),
-    path("", include("agentops.llm.urls")),
     path("admin/", admin.site.urls),
     path("healthz", team_views.healthz, name="healthz"),
 ]

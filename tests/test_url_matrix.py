@@ -27,6 +27,11 @@ URL_KWARGS = {
     "agents:allowlist-remove": lambda objs: {"pk": objs["allowlist_entry"].pk},
     "llm:limit-edit": lambda objs: {"pk": objs["rate_limit"].pk},
     "llm:limit-delete": lambda objs: {"pk": objs["rate_limit"].pk},
+    "runs:detail": lambda objs: {"pk": objs["run"].pk},
+    "runs:cancel": lambda objs: {"pk": objs["run"].pk},
+    "runs:rerun": lambda objs: {"pk": objs["run"].pk},
+    "runs:start": lambda objs: {"agent_pk": objs["agent"].pk},
+    "runs:approval": lambda objs: {"pk": objs["run"].steps.first().pk},
     "rubrics:detail": lambda objs: {"pk": objs["rubric"].pk},
     "rubrics:edit": lambda objs: {"pk": objs["rubric"].pk},
     "rubrics:archive": lambda objs: {"pk": objs["rubric"].pk},
@@ -56,6 +61,7 @@ ALL_URLS = sorted(set(_named_urls()))
 def team_a_objects(alice, bob):
     from agentops.agents.models import HostAllowlistEntry
     from agentops.agents.services import agent_create, webhook_tool_create
+    from agentops.runs.services import run_start
 
     team = alice.memberships.get().team
     agent = agent_create(
@@ -82,6 +88,7 @@ def team_a_objects(alice, bob):
         "agent": agent,
         "webhook_tool": tool,
         "allowlist_entry": entry,
+        "run": run_start(agent=agent, input="hello", actor=alice),
     }
 
 
