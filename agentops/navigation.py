@@ -20,13 +20,7 @@ class Section:
 
 
 SECTIONS = [
-    Section(
-        "agents",
-        "Agents",
-        "section-agents",
-        "Agents your team defines: model, system prompt, tools and memory, with every "
-        "version kept. Runs start from an agent's page.",
-    ),
+    Section("agents", "Agents", "agents:list"),
     Section(
         "rubrics",
         "Rubrics",

@@ -275,3 +275,13 @@ else:
 
 # Pages that list things show this many rows at a time.
 PAGE_SIZE = 25
+
+# Secrets stored by agentops (webhook signing secrets) are Fernet-encrypted with this key;
+# unset, a key derived from SECRET_KEY is used. Comma-separated keys rotate (newest first).
+AGENTOPS_FERNET_KEY = os.environ.get("AGENTOPS_FERNET_KEY", "")
+
+# Limits of the tools agents call (agentops.agents.tools).
+AGENTOPS_TOOL_HTTP_TIMEOUT_S = float(_env_int("AGENTOPS_TOOL_HTTP_TIMEOUT_S", 10, minimum=1))
+AGENTOPS_TOOL_MAX_RESPONSE_BYTES = _env_int(
+    "AGENTOPS_TOOL_MAX_RESPONSE_BYTES", 200_000, minimum=1024
+)

@@ -16,6 +16,7 @@ urlpatterns = [
         name="password_change_done",
     ),
     path("team/", include("agentops.teams.urls")),
+    path("agents/", include("agentops.agents.urls")),
     path("admin/", admin.site.urls),
     path("healthz", team_views.healthz, name="healthz"),
 ]
