@@ -88,6 +88,7 @@ INSTALLED_APPS = [
     "agentops.teams",
     "agentops.agents",
     "agentops.llm",
+    "agentops.memory",
 ]
 
 MIDDLEWARE = [
