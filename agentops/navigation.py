@@ -35,13 +35,7 @@ SECTIONS = [
         "Workflows: a lead agent delegating to specialists that run in parallel, and "
         "the schedules that start them.",
     ),
-    Section(
-        "runs",
-        "Runs",
-        "section-runs",
-        "Every run of an agent or workflow, live while it works, with its transcript, "
-        "tokens, cost and grade.",
-    ),
+    Section("runs", "Runs", "runs:list"),
     Section(
         "review",
         "Review",
@@ -56,12 +50,7 @@ SECTIONS = [
         "Memory stores with curated memories, and the dreams that propose changes to "
         "them for your approval.",
     ),
-    Section(
-        "usage",
-        "Usage",
-        "section-usage",
-        "Tokens and cost by day, agent and model, and the current rate-limit state.",
-    ),
+    Section("usage", "Usage", "llm:usage"),
     Section("settings", "Settings", "teams:settings", namespaces=("teams", "llm")),
 ]
 
