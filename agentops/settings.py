@@ -300,8 +300,8 @@ AGENTOPS_FERNET_KEY = os.environ.get("AGENTOPS_FERNET_KEY", "")
 if not AGENTOPS_FERNET_KEY:
     if not DEBUG:
         _stop(
-            "AGENTOPS_FERNET_KEY is required when DJANGO_DEBUG=0; generate one with "
-            'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
+            "AGENTOPS_FERNET_KEY is required when DJANGO_DEBUG=0; generate one with: python -c "
+            '"from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
         )
     AGENTOPS_FERNET_KEY = base64.urlsafe_b64encode(
         hashlib.sha256(b"agentops-fernet:" + SECRET_KEY.encode()).digest()

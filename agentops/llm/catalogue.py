@@ -26,7 +26,9 @@ class Price:
 
 
 def _p(input_, output, cache_write, cache_read, **extra):
-    return Price(Decimal(input_), Decimal(output), Decimal(cache_write), Decimal(cache_read), **extra)
+    return Price(
+        Decimal(input_), Decimal(output), Decimal(cache_write), Decimal(cache_read), **extra
+    )
 
 
 PRICES = {

@@ -30,6 +30,7 @@ class Credential:
     source: str
     api_key: str = ""
     base_url: str = ""
+    bucket: str = ""  # overrides the bucket name (the benchmark uses a fresh one per run)
 
     def __repr__(self):  # never show the key, not even in a debugger or a traceback
         return f"Credential(source={self.source!r}, base_url={self.base_url!r})"
@@ -41,6 +42,8 @@ class Credential:
     @property
     def bucket_id(self):
         """Names the shared rate-limit bucket: a fingerprint, never the key."""
+        if self.bucket:
+            return self.bucket
         if self.source == Source.SIMULATOR:
             return "simulator"
         return fingerprint(self.api_key)

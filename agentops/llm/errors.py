@@ -5,6 +5,7 @@ like an API key; the SDK exception (which holds the request and its headers) is 
 """
 
 import email.utils
+import logging
 import re
 import time
 
@@ -13,6 +14,7 @@ import httpx2
 
 from .types import ModelError, PermanentModelError, TransientModelError
 
+log = logging.getLogger(__name__)
 _KEY_PATTERN = re.compile(r"sk-ant-[A-Za-z0-9_\-]+")
 _SPEND_WORDS = re.compile(r"spend limit|usage limit|credit balance|billing", re.IGNORECASE)
 
@@ -115,6 +117,7 @@ def classify(error, *, secrets=()) -> ModelError:
     if isinstance(error, httpx2.TransportError):
         return TransientModelError(f"connection failed ({type(error).__name__})", kind="connection")
     # Anything else is a bug on our side; retrying would repeat it.
+    log.error("unexpected error in a model call", exc_info=(type(error), error, None))
     return PermanentModelError(
         scrub(f"unexpected error: {type(error).__name__}", secrets), kind="unexpected"
     )

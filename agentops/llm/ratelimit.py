@@ -64,7 +64,7 @@ class Reservation:
     limits: Limits
     costs: tuple[int, int, int]
     wait_s: float
-    slot_at: float  # wall-clock seconds at which the call may be sent
+    slot_at: float  # when the call may be sent, in seconds on the limiter's clock
     settled: bool = field(default=False)
 
 
@@ -114,7 +114,7 @@ class Limiter:
     def reserve(self, *, bucket, limits, input_tokens, output_tokens, max_wait_s):
         """Reserve budget for one call or raise RateBudgetExhausted. Does not sleep."""
         costs = (1, max(int(input_tokens), 0), max(int(output_tokens), 0))
-        status, wait_us, binding = self._reserve(bucket, limits, costs, max_wait_s)
+        status, wait_us, binding, slot_us = self._reserve(bucket, limits, costs, max_wait_s)
         wait_s = wait_us / _US
         if status != 1:
             raise _exhausted(binding, -1 if status == -1 else wait_s, max_wait_s, costs, limits)
@@ -123,11 +123,12 @@ class Limiter:
             limits=limits,
             costs=costs,
             wait_s=wait_s,
-            slot_at=time.time() + wait_s,
+            slot_at=slot_us / _US,
         )
 
-    def settle(self, reservation, *, input_tokens=None, output_tokens=None, headers=None,
-               hold_s=0.0):
+    def settle(
+        self, reservation, *, input_tokens=None, output_tokens=None, headers=None, hold_s=0.0
+    ):
         """Give back what the call did not use and reconcile with the server's headers.
 
         `input_tokens`/`output_tokens` are the real counts (None keeps the reservation);
@@ -200,7 +201,7 @@ class LocalLimiter(Limiter):
             per_units = []
             for index, (limit, cost) in enumerate(zip(limits.as_tuple(), costs, strict=True)):
                 if cost > limit:
-                    return -1, 0, index + 1
+                    return -1, 0, index + 1, 0
                 per_unit = 60 * _US / limit
                 per_units.append(per_unit)
                 tat = max(state["tat"][index] or now, now)
@@ -209,12 +210,12 @@ class LocalLimiter(Limiter):
                     slot, binding = conforms_at, index + 1
             wait = slot - now
             if wait > max_wait_s * _US:
-                return 0, wait, binding or 1
+                return 0, wait, binding or 1, 0
             for index, cost in enumerate(costs):
                 tat = max(state["tat"][index] or now, now)
                 state["tat"][index] = max(tat, slot) + cost * per_units[index]
             state["last"] = slot
-            return 1, wait, binding
+            return 1, wait, binding, slot
 
     def _settle(self, bucket, limits, deltas, remaining, hold_s, snapshot):
         with self._lock:
@@ -291,7 +292,7 @@ if op == 'reserve' then
   end
   redis.call('HSET', key, 'last', string.format('%.0f', slot))
   expire(latest)
-  return {1, math.floor(wait), binding}
+  return {1, math.floor(wait), binding, string.format('%.0f', slot)}
 end
 
 if op == 'settle' then
@@ -322,7 +323,8 @@ end
 
 if op == 'state' then
   local v = redis.call('HMGET', key, 'r', 'i', 'o', 'last', 'hold', 'srv')
-  return {tostring(now), v[1] or '', v[2] or '', v[3] or '', v[4] or '0', v[5] or '0', v[6] or ''}
+  return {string.format('%.0f', now), v[1] or '', v[2] or '', v[3] or '',
+          v[4] or '0', v[5] or '0', v[6] or ''}
 end
 return redis.error_reply('unknown op')
 """
@@ -341,8 +343,9 @@ class RedisLimiter(Limiter):
         args = ["reserve", self.burst_s, max(float(max_wait_s), 0.0)]
         for limit, cost in zip(limits.as_tuple(), costs, strict=True):
             args += [limit, cost]
-        status, wait, binding = self._script(keys=[self._key(bucket)], args=args)
-        return int(status), int(wait), int(binding)
+        reply = self._script(keys=[self._key(bucket)], args=args)
+        slot = int(reply[3]) if len(reply) > 3 else 0
+        return int(reply[0]), int(reply[1]), int(reply[2]), slot
 
     def _settle(self, bucket, limits, deltas, remaining, hold_s, snapshot):
         args = ["settle", self.burst_s]
@@ -378,8 +381,13 @@ def get_limiter():
         return _limiter
 
 
-def wait_for_slot(reservation, *, sleep=time.sleep):
-    remaining = reservation.slot_at - time.time()
-    if remaining > 0:
-        sleep(remaining)
-
+def reset_all():
+    """Forget every bucket (tests; after changing the burst). Live callers start afresh."""
+    global _limiter
+    with _limiter_lock:
+        if settings.REDIS_URL:
+            client = redis_client()
+            keys = list(client.scan_iter(KEY_PREFIX + "*"))
+            if keys:
+                client.delete(*keys)
+        _limiter = None

@@ -120,6 +120,7 @@ class CallOutcome:
     error: ModelError | None = None
     waited_ms: int = 0
     latency_ms: int = 0
+    admitted_at: float = 0.0  # time.time() when the request was sent
 
 
 def execute_call(
@@ -152,6 +153,7 @@ def execute_call(
     if reservation.wait_s > 0:
         sleep(reservation.wait_s)
     outcome.waited_ms = int(reservation.wait_s * 1000)
+    outcome.admitted_at = time.time()
 
     params = {"model": model, "messages": messages, "max_tokens": max_tokens}
     if system:
@@ -161,7 +163,9 @@ def execute_call(
     if tool_choice:
         params["tool_choice"] = tool_choice
     if temperature is not None:
-        params["temperature"] = temperature
+        # This SDK dropped `temperature` from create() (newer models reject sampling
+        # parameters); models that still accept it get it in the body.
+        params["extra_body"] = {"temperature": temperature}
     if thinking_budget:
         params["thinking"] = {"type": "enabled", "budget_tokens": thinking_budget}
     if step_id is not None:
@@ -421,8 +425,12 @@ def rate_limit_save(*, team, actor, model, rpm, itpm, otpm, rate_limit=None):
         rate_limit = RateLimit(team=team, model=model)
         verb = "rate_limit.add"
     else:
-        before = {"model": rate_limit.model, "rpm": rate_limit.rpm, "itpm": rate_limit.itpm,
-                  "otpm": rate_limit.otpm}
+        before = {
+            "model": rate_limit.model,
+            "rpm": rate_limit.rpm,
+            "itpm": rate_limit.itpm,
+            "otpm": rate_limit.otpm,
+        }
         rate_limit.model = model
         verb = "rate_limit.change"
     rate_limit.rpm, rate_limit.itpm, rate_limit.otpm = rpm, itpm, otpm
@@ -446,8 +454,12 @@ def rate_limit_delete(*, rate_limit, actor):
         actor=actor,
         verb="rate_limit.delete",
         obj=rate_limit,
-        before={"model": rate_limit.model, "rpm": rate_limit.rpm, "itpm": rate_limit.itpm,
-                "otpm": rate_limit.otpm},
+        before={
+            "model": rate_limit.model,
+            "rpm": rate_limit.rpm,
+            "itpm": rate_limit.itpm,
+            "otpm": rate_limit.otpm,
+        },
     )
     rate_limit.delete()
 

@@ -159,7 +159,9 @@ def usage(request):
     series = services.daily_series(summary["by_day"], since=since, until=until)
     page = paginate(request, calls.select_related("agent"))
     models_seen = [row["model"] for row in summary["by_model"]]
-    limited = list(team_queryset(request, RateLimit).exclude(model="").values_list("model", flat=True))
+    limited = list(
+        team_queryset(request, RateLimit).exclude(model="").values_list("model", flat=True)
+    )
     state_models = list(dict.fromkeys(models_seen + limited))[:12]
     context = {
         "form": form,

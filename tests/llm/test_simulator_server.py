@@ -164,6 +164,19 @@ def test_faults_can_be_limited_to_some_kinds(serve):
         assert [_outcome(client) for _ in range(3)] == ["529", "529", "529"]
 
 
+def test_a_simulator_bug_is_a_500_not_a_dropped_connection(serve, monkeypatch):
+    server = serve()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(server.app, "handle", broken)
+    with sdk(server) as client, pytest.raises(anthropic.InternalServerError) as caught:
+        client.messages.create(model=MODEL, max_tokens=64, messages=MESSAGES)
+    assert caught.value.status_code == 500
+    assert "simulator: boom" in caught.value.api_message
+
+
 def test_bad_options_are_refused():
     with pytest.raises(ValueError, match="unknown fault"):
         start_simulator_server(faults=("boom",))

@@ -7,75 +7,184 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('agents', '0001_initial'),
-        ('teams', '0001_initial'),
+        ("agents", "0001_initial"),
+        ("teams", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='TeamCredential',
+            name="TeamCredential",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('encrypted_key', models.TextField(blank=True)),
-                ('key_last4', models.CharField(blank=True, max_length=4)),
-                ('key_fingerprint', models.CharField(blank=True, max_length=32)),
-                ('key_updated_at', models.DateTimeField(blank=True, null=True)),
-                ('test_status', models.CharField(choices=[('untested', 'Not tested'), ('pending', 'Testing…'), ('ok', 'Works'), ('failed', 'Failed')], default='untested', max_length=16)),
-                ('test_kind', models.CharField(blank=True, max_length=40)),
-                ('test_message', models.CharField(blank=True, max_length=300)),
-                ('tested_at', models.DateTimeField(blank=True, null=True)),
-                ('tested_source', models.CharField(blank=True, max_length=16)),
-                ('available_models', models.JSONField(blank=True, default=list)),
-                ('key_updated_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('team', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='model_credential', to='teams.team')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("encrypted_key", models.TextField(blank=True)),
+                ("key_last4", models.CharField(blank=True, max_length=4)),
+                ("key_fingerprint", models.CharField(blank=True, max_length=32)),
+                ("key_updated_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "test_status",
+                    models.CharField(
+                        choices=[
+                            ("untested", "Not tested"),
+                            ("pending", "Testing…"),
+                            ("ok", "Works"),
+                            ("failed", "Failed"),
+                        ],
+                        default="untested",
+                        max_length=16,
+                    ),
+                ),
+                ("test_kind", models.CharField(blank=True, max_length=40)),
+                ("test_message", models.CharField(blank=True, max_length=300)),
+                ("tested_at", models.DateTimeField(blank=True, null=True)),
+                ("tested_source", models.CharField(blank=True, max_length=16)),
+                ("available_models", models.JSONField(blank=True, default=list)),
+                (
+                    "key_updated_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "team",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="model_credential",
+                        to="teams.team",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='ModelCallRecord',
+            name="ModelCallRecord",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('model', models.CharField(max_length=100)),
-                ('label', models.CharField(blank=True, max_length=80)),
-                ('step_id', models.CharField(blank=True, max_length=64)),
-                ('status', models.CharField(choices=[('ok', 'OK'), ('error', 'Error')], default='ok', max_length=8)),
-                ('error_kind', models.CharField(blank=True, max_length=40)),
-                ('input_tokens', models.PositiveIntegerField(default=0)),
-                ('output_tokens', models.PositiveIntegerField(default=0)),
-                ('cache_creation_input_tokens', models.PositiveIntegerField(default=0)),
-                ('cache_read_input_tokens', models.PositiveIntegerField(default=0)),
-                ('cost_usd', models.DecimalField(decimal_places=6, default=0, max_digits=12)),
-                ('latency_ms', models.PositiveIntegerField(default=0)),
-                ('waited_ms', models.PositiveIntegerField(default=0)),
-                ('request_id', models.CharField(blank=True, max_length=120)),
-                ('simulated', models.BooleanField(default=False)),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('agent', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='agents.agent')),
-                ('team', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='model_calls', to='teams.team')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("model", models.CharField(max_length=100)),
+                ("label", models.CharField(blank=True, max_length=80)),
+                ("step_id", models.CharField(blank=True, max_length=64)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("ok", "OK"), ("error", "Error")], default="ok", max_length=8
+                    ),
+                ),
+                ("error_kind", models.CharField(blank=True, max_length=40)),
+                ("input_tokens", models.PositiveIntegerField(default=0)),
+                ("output_tokens", models.PositiveIntegerField(default=0)),
+                ("cache_creation_input_tokens", models.PositiveIntegerField(default=0)),
+                ("cache_read_input_tokens", models.PositiveIntegerField(default=0)),
+                ("cost_usd", models.DecimalField(decimal_places=6, default=0, max_digits=12)),
+                ("latency_ms", models.PositiveIntegerField(default=0)),
+                ("waited_ms", models.PositiveIntegerField(default=0)),
+                ("request_id", models.CharField(blank=True, max_length=120)),
+                ("simulated", models.BooleanField(default=False)),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                (
+                    "agent",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="agents.agent",
+                    ),
+                ),
+                (
+                    "team",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="model_calls",
+                        to="teams.team",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
-                'indexes': [models.Index(fields=['team', '-created_at'], name='llm_modelca_team_id_a457f0_idx')],
+                "ordering": ["-created_at", "-id"],
+                "indexes": [
+                    models.Index(
+                        fields=["team", "-created_at"], name="llm_modelca_team_id_a457f0_idx"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='RateLimit',
+            name="RateLimit",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('model', models.CharField(blank=True, max_length=100)),
-                ('rpm', models.PositiveIntegerField(validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(100000)], verbose_name='requests per minute')),
-                ('itpm', models.PositiveIntegerField(validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(100000000)], verbose_name='input tokens per minute')),
-                ('otpm', models.PositiveIntegerField(validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(20000000)], verbose_name='output tokens per minute')),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('team', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='rate_limits', to='teams.team')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("model", models.CharField(blank=True, max_length=100)),
+                (
+                    "rpm",
+                    models.PositiveIntegerField(
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(100000),
+                        ],
+                        verbose_name="requests per minute",
+                    ),
+                ),
+                (
+                    "itpm",
+                    models.PositiveIntegerField(
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(100000000),
+                        ],
+                        verbose_name="input tokens per minute",
+                    ),
+                ),
+                (
+                    "otpm",
+                    models.PositiveIntegerField(
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(20000000),
+                        ],
+                        verbose_name="output tokens per minute",
+                    ),
+                ),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "team",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="rate_limits",
+                        to="teams.team",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['model'],
-                'constraints': [models.UniqueConstraint(fields=('team', 'model'), name='unique_rate_limit_per_model'), models.CheckConstraint(condition=models.Q(('itpm__gte', 1), ('otpm__gte', 1), ('rpm__gte', 1)), name='rate_limit_positive')],
+                "ordering": ["model"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("team", "model"), name="unique_rate_limit_per_model"
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("itpm__gte", 1), ("otpm__gte", 1), ("rpm__gte", 1)),
+                        name="rate_limit_positive",
+                    ),
+                ],
             },
         ),
     ]

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
-from .app import JSON, STEP_HEADER, SimulatorApp, Stats, new_request_id
-from .faults import FAULT_NAMES, MALFORMED_BODY, Fault, scheduled_fault
+from .app import JSON, STEP_HEADER, ApiResponse, SimulatorApp, Stats, new_request_id
+from .faults import FAULT_NAMES, MALFORMED_BODY, Fault, error_body, scheduled_fault
 from .ratelimit import DEFAULT_ITPM, DEFAULT_OTPM, DEFAULT_RPM, RateLimits
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,12 @@ class _Handler(BaseHTTPRequestHandler):
             sim.stats.record(path=path, step=step, status=fault.status or None, fault=fault.name)
             self._serve_fault(sim, fault, base_headers)
             return
-        answer = sim.app.handle(self.command, path, query, body, headers)
+        try:
+            answer = sim.app.handle(self.command, path, query, body, headers)
+        except Exception as exc:
+            # A simulator bug must look like a server error, not a silently closed socket.
+            log.exception("simulator failed on %s %s", self.command, path)
+            answer = ApiResponse(500, {"content-type": JSON}, error_body(500, f"simulator: {exc}"))
         sim.stats.record(path=path, step=step, status=answer.status, fault=None)
         self._send(answer.status, {**answer.headers, **base_headers}, answer.body)
 
