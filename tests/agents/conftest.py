@@ -15,7 +15,6 @@ from agentops.agents.services import agent_create
 from .helpers import WEBHOOK_SECRET
 
 
-
 class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
@@ -45,6 +44,11 @@ class _Handler(BaseHTTPRequestHandler):
         elif parts.path == "/redirect":
             self.send_response(302)
             self.send_header("Location", query["to"][0])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif parts.path == "/loop":
+            self.send_response(302)
+            self.send_header("Location", "/loop")
             self.send_header("Content-Length", "0")
             self.end_headers()
         elif parts.path == "/big":
@@ -81,14 +85,24 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.requests.append(("POST", self.path, dict(self.headers), body))
         if self.path == "/webhook":
             timestamp = self.headers.get("X-Agentops-Timestamp", "")
-            expected = "sha256=" + hmac.new(
-                WEBHOOK_SECRET.encode(), f"{timestamp}.".encode() + body, hashlib.sha256
-            ).hexdigest()
+            expected = (
+                "sha256="
+                + hmac.new(
+                    WEBHOOK_SECRET.encode(), f"{timestamp}.".encode() + body, hashlib.sha256
+                ).hexdigest()
+            )
             if not hmac.compare_digest(expected, self.headers.get("X-Agentops-Signature", "")):
                 self._send(401, "bad signature")
                 return
             payload = json.loads(body)
             self._send(200, json.dumps({"order": payload.get("order_id"), "status": "shipped"}))
+        elif self.path == "/webhook-redirect":
+            self.send_response(307)
+            self.send_header("Location", "/webhook")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif self.path == "/webhook-big":
+            self._send(200, "z" * 100_000)
         elif self.path == "/webhook-500":
             self._send(500, "the order service is down")
         elif self.path == "/webhook-slow":

@@ -38,9 +38,7 @@ def test_create_page_lists_models_and_tools(alice_client):
     assert b'name="permission_http_fetch"' in response.content
 
 
-def test_every_changed_save_is_a_new_version_and_an_unchanged_one_is_not(
-    alice_client, make_agent
-):
+def test_every_changed_save_is_a_new_version_and_an_unchanged_one_is_not(alice_client, make_agent):
     agent = make_agent(system_prompt="First prompt.")
     url = reverse("agents:edit", args=[agent.pk])
     response = alice_client.post(url, agent_form_data(system_prompt="Second prompt."))
