@@ -21,13 +21,7 @@ class Section:
 
 SECTIONS = [
     Section("agents", "Agents", "agents:list"),
-    Section(
-        "rubrics",
-        "Rubrics",
-        "section-rubrics",
-        "Rubrics with weighted criteria, a grader and a pass bar, used to grade outputs "
-        "and drive revisions until they pass.",
-    ),
+    Section("rubrics", "Rubrics", "rubrics:list"),
     Section(
         "workflows",
         "Workflows",
@@ -36,13 +30,7 @@ SECTIONS = [
         "the schedules that start them.",
     ),
     Section("runs", "Runs", "runs:list"),
-    Section(
-        "review",
-        "Review",
-        "section-review",
-        "The review queue: graded outputs waiting for a human, with per-criterion "
-        "scores to agree with or override.",
-    ),
+    Section("review", "Review", "review:queue"),
     Section(
         "memory",
         "Memory",

@@ -19,6 +19,8 @@ urlpatterns = [
     path("agents/", include("agentops.agents.urls")),
     path("runs/", include("agentops.runs.urls")),
     path("", include("agentops.llm.urls")),
+    path("rubrics/", include("agentops.outcomes.urls")),
+    path("review/", include("agentops.review.urls")),
     path("admin/", admin.site.urls),
     path("healthz", team_views.healthz, name="healthz"),
 ]
