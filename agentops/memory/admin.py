@@ -113,3 +113,12 @@ class DreamChangeAdmin(admin.ModelAdmin):
     list_filter = ["operation", "status", "dream__team"]
     search_fields = ["title", "content", "rationale"]
     readonly_fields = ["decided_by", "decided_at", "result_memory"]
+
+
+@admin.register(StoreAttachment)
+class StoreAttachmentAdmin(admin.ModelAdmin):
+    list_display = ["store", "agent", "mode", "token_budget", "holdout_share", "created_at"]
+    list_filter = ["mode", "store__team"]
+    search_fields = ["store__name", "agent__name"]
+    list_select_related = ["store", "agent"]
+    autocomplete_fields = ["agent"]
