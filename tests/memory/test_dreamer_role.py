@@ -72,4 +72,6 @@ def test_sessions_parse_with_continuation_lines():
     sessions = parse_sessions(
         "## Session: run 4\nOutput: first part\ncontinued here\n## Notes\nx: y"
     )
-    assert sessions == [{"run_id": 4, "lines": [("Output", "first part continued here")]}]
+    assert sessions == [
+        {"run_id": 4, "evaluation_id": None, "lines": [("Output", "first part continued here")]}
+    ]

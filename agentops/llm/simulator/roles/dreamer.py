@@ -2,8 +2,8 @@
 the `propose_memory_changes` tool.
 
 It reads what a real model would read: the sessions in the user message, one Markdown
-section per session whose heading names its run ("## Session: run 12 · ..."), each line
-"Label: text". A sentence that recurs in two or more sessions becomes a proposal: from
+section per session whose heading names its run or evaluation ("## Session: run 12 · ..."),
+each line "Label: text". A sentence that recurs in two or more sessions becomes a proposal: from
 lines labelled as feedback, lessons, reviews or overrides a lesson, from any other line a
 fact. Everything is deterministic: the same sessions give the same proposals, in the same
 order.
@@ -21,7 +21,7 @@ MAX_PROPOSALS = 8
 MIN_WORDS = 4
 
 SESSION_HEADING_RE = re.compile(r"^##\s+(.*)$")
-RUN_RE = re.compile(r"\brun\s*#?(\d+)", re.IGNORECASE)
+SESSION_ID_RE = re.compile(r"\b(run|evaluation)\s*#?(\d+)", re.IGNORECASE)
 STEP_RE = re.compile(r"\bstep\s*#?(\d+)", re.IGNORECASE)
 EVALUATION_RE = re.compile(r"\bevaluation\s*#?(\d+)", re.IGNORECASE)
 LABEL_RE = re.compile(r"^(?:[-*]\s+)?([^:\n]{1,80}):\s+(.+)$")
@@ -48,13 +48,21 @@ def _first_int(pattern, text):
 
 
 def parse_sessions(text: str) -> list[dict]:
-    """[{run_id, lines: [(label, text)]}] for each section whose heading names a run."""
+    """[{run_id, evaluation_id, lines: [(label, text)]}] for each section whose heading
+    names a run or an evaluation."""
     sessions, current = [], None
     for raw in text.splitlines():
         heading = SESSION_HEADING_RE.match(raw.strip())
         if heading:
-            run_id = _first_int(RUN_RE, heading.group(1))
-            current = {"run_id": run_id, "lines": []} if run_id is not None else None
+            found = SESSION_ID_RE.search(heading.group(1))
+            current = None
+            if found:
+                kind, number = found.group(1).lower(), int(found.group(2))
+                current = {
+                    "run_id": number if kind == "run" else None,
+                    "evaluation_id": number if kind == "evaluation" else None,
+                    "lines": [],
+                }
             if current is not None:
                 sessions.append(current)
             continue
@@ -83,12 +91,13 @@ def recurring_items(sessions: list[dict]) -> list[dict]:
                 )
                 if kind == "lesson":
                     item["kind"] = "lesson"
-                run_id = session["run_id"]
-                if run_id not in item["evidence"]:
-                    item["evidence"][run_id] = {
-                        "run_id": run_id,
+                key = (session["run_id"], session["evaluation_id"])
+                if key not in item["evidence"]:
+                    item["evidence"][key] = {
+                        "run_id": session["run_id"],
                         "step_id": _first_int(STEP_RE, label),
-                        "evaluation_id": _first_int(EVALUATION_RE, label),
+                        "evaluation_id": session["evaluation_id"]
+                        or _first_int(EVALUATION_RE, label),
                         "quote": sentence,
                     }
     recurring = [item for item in found.values() if len(item["evidence"]) >= 2]
@@ -108,7 +117,10 @@ def proposal_for(item: dict) -> dict:
         {key: value for key, value in entry.items() if value is not None}
         for entry in item["evidence"].values()
     ]
-    runs = ", ".join(f"run {entry['run_id']}" for entry in evidence)
+    runs = ", ".join(
+        f"run {entry['run_id']}" if "run_id" in entry else f"evaluation {entry['evaluation_id']}"
+        for entry in evidence
+    )
     count = len(evidence)
     if item["kind"] == "lesson":
         content = (
