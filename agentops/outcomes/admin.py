@@ -53,6 +53,8 @@ class RubricVersionAdminForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        if "rubric" not in self.fields:
+            return  # the read-only view of a saved version
         self.fields["rubric"].required = False
         self.fields["rubric"].help_text = "Leave empty to create a new rubric."
         self.fields["grader_model"].validators.append(grader_model_validator)
@@ -182,6 +184,10 @@ class RubricVersionAdmin(admin.ModelAdmin):
     def get_inline_instances(self, request, obj=None):
         self._prefill(request)
         return super().get_inline_instances(request, obj)
+
+    def construct_change_message(self, request, form, formsets, add=False):
+        # The inline formsets are never saved themselves (the service writes the rows).
+        return [{"added": {}}]
 
     def save_model(self, request, obj, form, change):
         """Nothing here: the version is written with its criteria in save_related."""

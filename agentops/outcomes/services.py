@@ -190,12 +190,15 @@ def _save_version(rubric, actor, version, criteria, golden):
     return version
 
 
+def _plain(value):
+    # Decimal("0.800") is recorded as "0.8", the same as the value a form sent.
+    return format(value.normalize(), "f") if isinstance(value, Decimal) else value
+
+
 def _audit_values(values, rows, examples):
     return {
-        **{k: str(v) if isinstance(v, Decimal) else v for k, v in values.items()},
-        "criteria": [
-            {k: str(v) if isinstance(v, Decimal) else v for k, v in row.items()} for row in rows
-        ],
+        **{k: _plain(v) for k, v in values.items()},
+        "criteria": [{k: _plain(v) for k, v in row.items()} for row in rows],
         "golden_examples": len(examples),
     }
 

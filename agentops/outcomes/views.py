@@ -22,10 +22,12 @@ def _rubrics(request):
 def rubric_list(request):
     form = RubricFilterForm(request.GET or None)
     rubrics = form.filter(
-        _rubrics(request).annotate(
+        _rubrics(request)
+        .annotate(
             evaluation_count=Count("versions__evaluations", distinct=True),
             criterion_count=Count("current_version__criteria", distinct=True),
         )
+        .order_by("name", "id")
     )
     page = paginate(request, rubrics)
     template = "outcomes/rubric_list.html#rubrics" if request.htmx else "outcomes/rubric_list.html"

@@ -108,6 +108,9 @@ def evaluation_detail(request, pk):
 @require_POST
 def evaluation_review(request, pk):
     evaluation = get_for_team(request, _evaluations(request), pk=pk)
+    if not evaluation.is_reviewable:
+        messages.error(request, "Only a finished, graded evaluation can be reviewed.")
+        return redirect(_evaluation_url(evaluation.pk, request))
     form = ReviewForm(
         request.POST, evaluation=evaluation, grader_scores=services.final_scores(evaluation)
     )
