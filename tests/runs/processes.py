@@ -77,23 +77,36 @@ class Worker:
         ]
         if beat:
             command += ["-B", "--schedule", str(Path(tempfile.gettempdir()) / f"{name}-beat")]
+        # Its own process group: embedded beat is a child process, and a kill takes both.
         self.process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
+    def _signal_group(self, signum):
+        try:
+            os.killpg(self.process.pid, signum)
+        except ProcessLookupError:
+            pass
+
     def kill(self):
-        """SIGKILL: no warm shutdown, no acknowledgement, no cleanup."""
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+        """SIGKILL the worker and its children: no warm shutdown, no ack, no cleanup."""
+        self._signal_group(signal.SIGKILL)
+        self.process.wait(timeout=10)
 
     def stop(self):
         if self.process.poll() is None:
-            self.process.terminate()
+            self._signal_group(signal.SIGTERM)
             try:
-                self.process.wait(timeout=10)
+                self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                self.kill()
+                pass
+        # Whatever is left of the group (a beat child) goes too.
+        self._signal_group(signal.SIGKILL)
         self.log.close()
 
     def output(self):

@@ -2,6 +2,7 @@
 PostgreSQL, talking to the simulator server over HTTP with latency."""
 
 import json
+import time
 import urllib.request
 
 import pytest
@@ -22,9 +23,10 @@ RECOVERY = {
     "AGENTOPS_STEP_REQUEUE_AFTER_S": 2,
 }
 TWO_TOOLS = [
-    {"name": "get_weather", "permission": "allow"},
-    {"name": "get_stock", "permission": "allow"},
+    {"name": "lookup_order", "permission": "allow"},
+    {"name": "lookup_invoice", "permission": "allow"},
 ]
+TASK = "Call lookup_order and lookup_invoice for number 12."
 
 
 @pytest.fixture
@@ -57,13 +59,20 @@ def _model_step(run, index):
 def _assert_no_completed_step_called_twice(run, by_step, interrupted):
     for step in Step.objects.filter(run=run, kind=StepKind.MODEL_CALL):
         assert step.status == StepStatus.SUCCEEDED
-        # Each claim makes exactly one call; only an interrupted step was claimed twice.
-        assert by_step.get(str(step.pk)) == step.attempts, (step.pk, by_step)
-        expected = 2 if step.pk in interrupted else 1
-        assert step.attempts == expected, (step.pk, step.attempts)
+        calls = by_step.get(str(step.pk), 0)
+        if step.pk in interrupted:
+            # Claimed twice; the lost worker may or may not have reached the model.
+            assert step.attempts == 2 and 1 <= calls <= 2, (step.pk, step.attempts, by_step)
+        else:
+            assert step.attempts == 1 and calls == 1, (step.pk, step.attempts, by_step)
 
 
-def test_worker_killed_mid_run(make_agent, alice, sim_server, sweeper_every_second):
+@pytest.fixture
+def two_webhooks(webhook_tool):
+    return [webhook_tool("lookup_order"), webhook_tool("lookup_invoice")]
+
+
+def test_worker_killed_mid_run(make_agent, alice, sim_server, sweeper_every_second, two_webhooks):
     flush_redis(broker_url())
     env = worker_env(redis_url=broker_url(), model_base_url=sim_server.url, **RECOVERY)
     agent = make_agent(tools=TWO_TOOLS)
@@ -72,7 +81,7 @@ def test_worker_killed_mid_run(make_agent, alice, sim_server, sweeper_every_seco
     try:
         run = services.run_start(
             agent=agent,
-            input="Call get_weather for Oslo and get_stock for the SKU AB-1.",
+            input=TASK,
             actor=alice,
         )
         # Kill the worker while the second model call is in flight: the first model call
@@ -82,6 +91,7 @@ def test_worker_killed_mid_run(make_agent, alice, sim_server, sweeper_every_seco
             timeout=30,
             message="the second model call to start",
         )
+        time.sleep(LATENCY_MS / 1000 / 3)  # into the model call's latency
         completed_before = {str(s.pk) for s in Step.objects.filter(run=run, status="succeeded")}
         assert len(completed_before) == 3
         first.kill()
@@ -101,13 +111,18 @@ def test_worker_killed_mid_run(make_agent, alice, sim_server, sweeper_every_seco
         assert "sweeper" in in_flight.error or in_flight.attempts == 2
         tool_steps = Step.objects.filter(run=run, kind=StepKind.TOOL_CALL)
         assert [s.attempts for s in tool_steps] == [1, 1]
+        # Each webhook was called once, with its step id.
+        received = sorted(step for hook in two_webhooks for step in hook.received_steps)
+        assert received == sorted(str(s.pk) for s in tool_steps)
     finally:
         first.stop()
         if second:
             second.stop()
 
 
-def test_redis_restarted_mid_run(make_agent, alice, sim_server, sweeper_every_second):
+def test_redis_restarted_mid_run(
+    make_agent, alice, sim_server, sweeper_every_second, two_webhooks
+):
     redis_server = RedisServer(6390)
     env = worker_env(redis_url=redis_server.url, model_base_url=sim_server.url, **RECOVERY)
     agent = make_agent(tools=TWO_TOOLS)
@@ -117,7 +132,7 @@ def test_redis_restarted_mid_run(make_agent, alice, sim_server, sweeper_every_se
         # without sending it, and let the sweeper send what is queued.
         with services.inline_execution():
             run = services.run_start(
-                agent=agent, input="Call get_weather for Oslo and get_stock for SKU 7.", actor=alice
+                agent=agent, input=TASK, actor=alice
             )
         wait_for(
             lambda: (s := _model_step(run, 0)) and s.status == StepStatus.RUNNING,
