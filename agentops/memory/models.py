@@ -379,3 +379,32 @@ def merge_provenance(*items):
         for key in merged:
             merged[key].update(v for v in (item or {}).get(key, []) if isinstance(v, int))
     return {key: sorted(values) for key, values in merged.items()}
+
+
+class MemoryUse(models.Model):
+    """What one thread of a run was given from one attached store: the memories chosen for
+    its system prompt, or nothing because the run was held out for comparison. Chosen once,
+    at the thread's first model call, and reused for every later call of the thread."""
+
+    run = models.ForeignKey("runs.Run", on_delete=models.CASCADE, related_name="memory_uses")
+    thread = models.ForeignKey("runs.Thread", on_delete=models.CASCADE, related_name="+")
+    store = models.ForeignKey(MemoryStore, on_delete=models.CASCADE, related_name="uses")
+    held_out = models.BooleanField(default=False)
+    can_propose = models.BooleanField(default=False)
+    memory_ids = models.JSONField(default=list, blank=True)
+    text = models.TextField(blank=True)
+    # The graded evaluation of this run's output, when the outcome loop graded it: what the
+    # store page's efficacy figures compare.
+    evaluation = models.ForeignKey(
+        "outcomes.Evaluation", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run", "store__name"]
+        constraints = [
+            models.UniqueConstraint(fields=["thread", "store"], name="unique_memory_use"),
+        ]
+
+    def __str__(self):
+        return f"Run {self.run_id} · {self.store}" + (" (held out)" if self.held_out else "")

@@ -117,12 +117,19 @@ def select_within_budget(memories, token_budget):
     return chosen
 
 
+PROMPT_HEADER = (
+    "# Memories\n"
+    "Curated lessons and facts from your team's earlier work, most relevant first. "
+    "Use them when they apply; the task in front of you takes precedence.\n"
+)
+
+
 @dataclass
-class PromptMemories:
-    text: str
-    memory_ids: list
-    store_ids: list  # stores whose memories were given (held-out stores are not listed)
-    held_out_store_ids: list
+class StoreSelection:
+    attachment: StoreAttachment
+    held_out: bool
+    memories: list
+    text: str  # this store's block of the prompt ("" when held out or empty)
 
 
 def _agent_of(agent_or_version):
@@ -138,41 +145,44 @@ def attachments_for(agent_or_version):
     )
 
 
-def prompt_memories(agent_or_version, query_text, *, run_id=None):
-    """The memory block for an agent's system prompt. For a run (`run_id`), stores whose
-    attachment holds this run out give nothing, so outcomes can be compared."""
-    blocks, memory_ids, store_ids, held_out = [], [], [], []
+def store_block(store, memories):
+    if not memories:
+        return ""
+    lines = [f"## Memory store: {store.name}"]
+    if store.instructions.strip():
+        lines.append(store.instructions.strip())
+    lines.append("")
+    lines.extend(render_memory(memory) for memory in memories)
+    return "\n".join(lines)
+
+
+def select_for_prompt(agent_or_version, query_text, *, run_id=None):
+    """What each attached store gives an agent's prompt: its active memories, most relevant
+    to `query_text` first, within the attachment's token budget. For a run (`run_id`), a
+    store whose attachment holds this run out gives nothing, so outcomes can be compared."""
+    selections = []
     for attachment in attachments_for(agent_or_version):
         store = attachment.store
         if run_id is not None and is_held_out(run_id, attachment.holdout_share, store.pk):
-            held_out.append(store.pk)
+            selections.append(StoreSelection(attachment, True, [], ""))
             continue
         active = Memory.objects.filter(store=store, status=MemoryStatus.ACTIVE)
         chosen = select_within_budget(rank_memories(active, query_text), attachment.token_budget)
-        store_ids.append(store.pk)
-        if not chosen:
-            continue
-        lines = [f"## Memory store: {store.name}"]
-        if store.instructions.strip():
-            lines.append(store.instructions.strip())
-        lines.append("")
-        lines.extend(render_memory(memory) for memory in chosen)
-        blocks.append("\n".join(lines))
-        memory_ids.extend(memory.pk for memory in chosen)
-    if not blocks:
-        return PromptMemories("", [], store_ids, held_out)
-    header = (
-        "# Memories\n"
-        "Curated lessons and facts from your team's earlier work, most relevant first. "
-        "Use them when they apply; the task in front of you takes precedence.\n"
-    )
-    return PromptMemories(header + "\n" + "\n".join(blocks), memory_ids, store_ids, held_out)
+        selections.append(StoreSelection(attachment, False, chosen, store_block(store, chosen)))
+    return selections
+
+
+def prompt_text(blocks):
+    """The memory section of a system prompt from the stores' blocks ("" when none)."""
+    blocks = [block for block in blocks if block]
+    return PROMPT_HEADER + "\n" + "\n".join(blocks) if blocks else ""
 
 
 def memories_for_prompt(agent_or_version, query_text, *, run_id=None):
     """(text block, memory ids) of the active memories an agent's run is given."""
-    result = prompt_memories(agent_or_version, query_text, run_id=run_id)
-    return result.text, result.memory_ids
+    selections = select_for_prompt(agent_or_version, query_text, run_id=run_id)
+    ids = [memory.pk for selection in selections for memory in selection.memories]
+    return prompt_text([selection.text for selection in selections]), ids
 
 
 def is_held_out(run_id, holdout_share, salt=""):
@@ -196,7 +206,13 @@ def search_memories(queryset, query):
         vector = SearchVector("title", weight="A", config="english") + SearchVector(
             "content", weight="B", config="english"
         )
-        search = SearchQuery(query, search_type="websearch", config="english")
+        words = normalized_words(query)
+        if not words:
+            return []
+        # Any word may match (ranked by how many do, and where): an agent's or a person's
+        # query is often a whole sentence, which an all-words query would rarely match.
+        # The words are [a-z0-9]+ only, so they are safe in a raw tsquery.
+        search = SearchQuery(" | ".join(dict.fromkeys(words)), search_type="raw", config="english")
         return list(
             queryset.annotate(document=vector, rank=SearchRank(vector, search))
             .filter(document=search)

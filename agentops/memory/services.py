@@ -723,3 +723,18 @@ def dream_changes_decide_all(*, dream, actor, approve, auto=False):
         except ValidationError as error:
             problems.append((change, " ".join(error.messages)))
     return decided, problems
+
+
+# --- efficacy -------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def memory_use_link_evaluation(*, run, evaluation):
+    """Record that `evaluation` graded `run`'s output, so the stores the run was given (or
+    held out from) count it in their efficacy figures. The outcome loop calls this when it
+    grades a run. Returns how many store uses were linked."""
+    from .models import MemoryUse
+
+    if evaluation.team_id != run.team_id:
+        raise ValidationError("The evaluation belongs to another team.")
+    return MemoryUse.objects.filter(run=run).update(evaluation=evaluation)

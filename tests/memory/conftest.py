@@ -3,8 +3,38 @@
 import pytest
 
 from agentops.agents.services import agent_create
+from agentops.llm.catalogue import DEFAULT_MODEL
+from agentops.llm.client import simulator_transport
 from agentops.memory import services
 from agentops.memory.models import AttachmentMode
+from agentops.runs.services import run_execute_inline, run_start
+
+
+@pytest.fixture(autouse=True)
+def _generous_rate_limits(settings):
+    # The suite shares one simulator key; its default per-minute limits are not under test.
+    settings.AGENTOPS_RATE_DEFAULT_RPM = 100_000
+    settings.AGENTOPS_RATE_DEFAULT_ITPM = 100_000_000
+    settings.AGENTOPS_RATE_DEFAULT_OTPM = 100_000_000
+
+
+@pytest.fixture
+def sim():
+    """The in-process simulator every model call goes to, emptied of earlier requests."""
+    transport = simulator_transport()
+    transport.clear()
+    yield transport
+    transport.clear()
+
+
+@pytest.fixture
+def run_agent(alice):
+    """Run an agent to its end in this process, against the simulator."""
+
+    def run(agent, text):
+        return run_execute_inline(run=run_start(agent=agent, input=text, actor=alice))
+
+    return run
 
 
 @pytest.fixture
@@ -13,7 +43,7 @@ def support_agent(team_a, alice):
         team=team_a,
         actor=alice,
         name="Support bot",
-        model="claude-sonnet-4-5",
+        model=DEFAULT_MODEL,
         system_prompt="You answer customer questions.",
         max_tokens=1024,
     )

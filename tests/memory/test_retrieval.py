@@ -71,13 +71,13 @@ def test_held_out_run_gets_no_memories(attached, make_memory, support_agent):
     attached.holdout_share = 0.5
     attached.save()
     outcomes = {
-        run_id: retrieval.prompt_memories(support_agent, "refund", run_id=run_id)
+        run_id: retrieval.select_for_prompt(support_agent, "refund", run_id=run_id)[0]
         for run_id in range(40)
     }
-    held = [r for r in outcomes.values() if r.held_out_store_ids]
-    given = [r for r in outcomes.values() if r.memory_ids]
+    held = [s for s in outcomes.values() if s.held_out]
+    given = [s for s in outcomes.values() if s.memories]
     assert held and given and len(held) + len(given) == 40
-    assert all(r.text == "" for r in held)
+    assert all(s.text == "" for s in held)
 
 
 def test_proposal_provenance_merges(store, alice):
