@@ -113,6 +113,9 @@ def _flat(text, limit=FIELD_CHARS):
 
 @dataclass
 class Session:
+    """One session as the dreamer reads it. Labels hold no colon: "Label: text" lines are
+    split at the first one."""
+
     key: str  # "run:12" or "evaluation:7"
     heading: str
     lines: list = field(default_factory=list)  # [(label, text)]
@@ -155,7 +158,7 @@ def _evaluation_session(evaluation):
         ):
             lines.append(
                 (
-                    f"Lesson (evaluation {evaluation.pk}: needs_revision → satisfied after "
+                    f"Lesson (evaluation {evaluation.pk}, needs_revision → satisfied after "
                     f"iteration {iteration.number}'s feedback)",
                     iteration.feedback,
                 )
@@ -164,7 +167,7 @@ def _evaluation_session(evaluation):
         lines.append(("Final output", iterations[-1].output))
     for review in evaluation.reviews.order_by("created_at"):
         if review.agreed:
-            label = f"Human review (evaluation {evaluation.pk}, agreed: {review.verdict})"
+            label = f"Human review (evaluation {evaluation.pk}, agreed, {review.verdict})"
         else:
             label = (
                 f"Human override (evaluation {evaluation.pk}, grader {review.grader_verdict} → "
@@ -374,7 +377,8 @@ def _merged_content(existing, addition):
 
 
 def _evidence_key(item):
-    return (item.get("run_id"), item.get("evaluation_id"), item.get("quote"))
+    # One piece of evidence per session (and step): a second quote from it adds nothing.
+    return (item.get("run_id"), item.get("evaluation_id"), item.get("step_id"))
 
 
 def _add_evidence(target, items):

@@ -5,6 +5,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from agentops.llm.catalogue import DEFAULT_MODEL
+
 
 class MemoryStore(models.Model):
     """A team's curated memories, attached to agents that read (and perhaps propose) them."""
@@ -28,7 +30,7 @@ class MemoryStore(models.Model):
         "Empty: only on demand.",
     )
     dream_model = models.CharField(
-        max_length=100, default="claude-sonnet-4-5", help_text="The model scheduled dreams use."
+        max_length=100, default=DEFAULT_MODEL, help_text="The model scheduled dreams use."
     )
     last_dream_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(

@@ -9,6 +9,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
+from agentops.llm.catalogue import DEFAULT_MODEL
 from agentops.teams.services import audit_record
 
 from .models import (
@@ -65,7 +66,7 @@ def memory_store_create(
     instructions="",
     auto_apply=False,
     dream_every_hours=None,
-    dream_model="claude-sonnet-4-5",
+    dream_model=DEFAULT_MODEL,
 ):
     store = MemoryStore.objects.create(
         team=team,

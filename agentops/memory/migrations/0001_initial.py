@@ -268,7 +268,7 @@ class Migration(migrations.Migration):
                 (
                     "dream_model",
                     models.CharField(
-                        default="claude-sonnet-4-5",
+                        default="claude-sonnet-5-5",
                         help_text="The model scheduled dreams use.",
                         max_length=100,
                     ),

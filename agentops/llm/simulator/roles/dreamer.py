@@ -3,10 +3,11 @@ the `propose_memory_changes` tool.
 
 It reads what a real model would read: the sessions in the user message, one Markdown
 section per session whose heading names its run or evaluation ("## Session: run 12 · ..."),
-each line "Label: text". A sentence that recurs in two or more sessions becomes a proposal: from
-lines labelled as feedback, lessons, reviews or overrides a lesson, from any other line a
-fact. Everything is deterministic: the same sessions give the same proposals, in the same
-order.
+each line "Label: text". A sentence that recurs in two or more sessions becomes a proposal:
+from lines labelled as feedback, lessons, reviews or overrides a lesson; from what the user
+stated (lines labelled input, task or fact) a fact. The agents' own outputs prove nothing
+by themselves and are skipped. Everything is deterministic: the same sessions give the same
+proposals, in the same order.
 """
 
 import re
@@ -27,6 +28,16 @@ EVALUATION_RE = re.compile(r"\bevaluation\s*#?(\d+)", re.IGNORECASE)
 LABEL_RE = re.compile(r"^(?:[-*]\s+)?([^:\n]{1,80}):\s+(.+)$")
 SENTENCE_SPLIT_RE = re.compile(r"(?<=[.!?])\s+")
 FEEDBACK_WORDS = ("feedback", "lesson", "review", "override", "grader", "critique")
+FACT_LABELS = ("input", "task", "fact", "note")
+
+
+def _kind(label: str) -> str | None:
+    lowered = label.lower()
+    if any(word in lowered for word in FEEDBACK_WORDS):
+        return "lesson"
+    if lowered.startswith(FACT_LABELS):
+        return "fact"
+    return None
 
 
 def _normalize(sentence: str) -> str:
@@ -83,7 +94,9 @@ def recurring_items(sessions: list[dict]) -> list[dict]:
     found = OrderedDict()
     for session in sessions:
         for label, text in session["lines"]:
-            kind = "lesson" if any(w in label.lower() for w in FEEDBACK_WORDS) else "fact"
+            kind = _kind(label)
+            if kind is None:
+                continue
             for sentence in _sentences(text):
                 key = _normalize(sentence)
                 item = found.setdefault(
