@@ -356,6 +356,11 @@ class DreamChange(models.Model):
         return self.status == ChangeStatus.PENDING
 
     @property
+    def display_title(self):
+        titles = [entry.get("title", "") for entry in self.before or []]
+        return self.title or ", ".join(titles) or f"change {self.pk}"
+
+    @property
     def status_tone(self):
         return {ChangeStatus.APPROVED: "ok", ChangeStatus.REJECTED: "bad"}.get(self.status, "warn")
 

@@ -398,7 +398,9 @@ def change_decide(request, pk, change_pk):
     except ValidationError as error:
         messages.error(request, _errors(error))
     else:
-        messages.success(request, f"{'Approved' if approve else 'Rejected'}: {change.title}.")
+        messages.success(
+            request, f"{'Approved' if approve else 'Rejected'}: {change.display_title}."
+        )
     return redirect(reverse("memory:dream", args=[dream.pk]) + f"#change-{change.pk}")
 
 
@@ -416,7 +418,7 @@ def dream_decide_all(request, pk):
             request, f"{verb} {len(decided)} change{'s' if len(decided) != 1 else ''}."
         )
     for change, problem in problems:
-        messages.error(request, f"“{change.title or change.pk}”: {problem}")
+        messages.error(request, f"“{change.display_title}”: {problem}")
     if not decided and not problems:
         messages.info(request, "No change was waiting for a decision.")
     return redirect("memory:dream", pk=dream.pk)
