@@ -99,7 +99,9 @@ PROPOSE_TOOL = {
 MAX_OUTPUT_TOKENS = 8192
 FIELD_CHARS = 1500  # one field of one session, in the prompt
 EXISTING_MEMORIES_IN_PROMPT = 100
-FINISHED_RUN_STATUSES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.BUDGET_REACHED)
+# A run that failed or was stopped has no answer to learn from; its graded evaluation, if
+# any, still is a session.
+FINISHED_RUN_STATUSES = (RunStatus.SUCCEEDED,)
 GRADED_EVALUATION_STATUSES = (EvaluationStatus.FINISHED, EvaluationStatus.PENDING_REVIEW)
 
 
@@ -532,8 +534,8 @@ def _plan(dream):
 
 
 def _read_chunk(dream, index):
-    """One model call over chunk `index`. Returns the cleaned proposals, or raises the
-    model layer's errors."""
+    """One model call over chunk `index`. Returns the result and the cleaned proposals (None
+    when the model refused the part), or raises the model layer's errors."""
     keys = dream.chunks[index]
     sessions = load_sessions(keys)
     existing = _existing_memories(dream.store)
@@ -554,6 +556,8 @@ def _read_chunk(dream, index):
         max_tokens=MAX_OUTPUT_TOKENS,
         usage_label=f"dream {dream.pk}",
     )
+    if result.stop_reason == "refusal":
+        return result, None  # the model declined this part; the others still count
     call = next((block for block in result.tool_uses if block.get("name") == TOOL_NAME), None)
     if call is None:
         raise PermanentModelError(
@@ -564,6 +568,11 @@ def _read_chunk(dream, index):
 
 
 def _finish(dream_id):
+    parts = Dream.objects.get(pk=dream_id).raw_proposals
+    refused = sum(1 for chunk in parts if chunk.get("refused"))
+    if parts and refused == len(parts):
+        _fail(dream_id, "The model declined to review the sessions (it refused every part).")
+        return None
     with transaction.atomic():
         dream = Dream.objects.select_for_update().select_related("store", "team").get(pk=dream_id)
         if dream.status != DreamStatus.RUNNING:
@@ -592,7 +601,12 @@ def _finish(dream_id):
             row.targets.set(change["target_ids"])
         dream.status = DreamStatus.SUCCEEDED
         dream.finished_at = timezone.now()
-        dream.error = ""
+        dream.error = (
+            f"The model declined {refused} of {len(dream.raw_proposals)} parts; their sessions "
+            "gave no proposals."
+            if refused
+            else ""
+        )
         dream.save()
         store.last_dream_at = dream.sessions_before
         store.save(update_fields=["last_dream_at"])
@@ -646,7 +660,10 @@ def dream_execute(*, dream_id):
             updated = Dream.objects.filter(
                 pk=dream_id, status=DreamStatus.RUNNING, progress_done=index
             ).update(
-                raw_proposals=[*dream.raw_proposals, {"chunk": index, "changes": proposals}],
+                raw_proposals=[
+                    *dream.raw_proposals,
+                    {"chunk": index, "changes": proposals or [], "refused": proposals is None},
+                ],
                 progress_done=index + 1,
                 attempts=0,
                 error="",

@@ -266,3 +266,39 @@ def test_tick_requeues_lost_dreams_and_starts_scheduled_ones(
         assert dreaming.dreams_tick() == (0, 1)
     assert store.dreams.filter(trigger="schedule", status=DreamStatus.QUEUED).count() == 1
     assert dreaming.dreams_tick()[1] == 0  # not due again
+
+
+def test_a_refused_part_gives_no_proposals_and_all_refused_fails(
+    sim, store, attached, support_agent, run_agent, alice, settings
+):
+    settings.AGENTOPS_DREAM_CHUNK_CHARS = 1000
+    for n in (1, 2):
+        run_agent(support_agent, f"Ticket {n}. {FACT}")
+    # The simulator refuses a request whose text carries this marker; so would a model
+    # that declines the content. The marker rides in a run's input into the dream's prompt.
+    run_agent(support_agent, "Ticket 3 [sim:refusal]")
+    Run = support_agent.runs.model
+    Run.objects.filter(input__contains="[sim:refusal]").update(status="succeeded")
+    dream = _dream(store, alice)
+    assert dream.status == DreamStatus.SUCCEEDED
+    assert "declined 1 of" in dream.error
+    assert [c.get("refused") for c in dream.raw_proposals].count(True) == 1
+
+    # A dream whose only part is refused fails, saying why.
+    from agentops.agents.services import agent_create
+
+    other = agent_create(
+        team=store.team,
+        actor=alice,
+        name="Other bot",
+        model=support_agent.current_version.model,
+        system_prompt="Help.",
+        max_tokens=512,
+    )
+    refused_run = run_agent(other, "Ticket 4 [sim:refusal]")
+    Run.objects.filter(pk=refused_run.pk).update(status="succeeded")
+    second = services.memory_store_create(team=store.team, actor=alice, name="Second")
+    services.attachment_add(store=second, actor=alice, agent=other, mode="read_only")
+    failed = _dream(second, alice)
+    assert failed.status == DreamStatus.FAILED
+    assert "refused every part" in failed.error
