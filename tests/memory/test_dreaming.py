@@ -302,3 +302,29 @@ def test_a_refused_part_gives_no_proposals_and_all_refused_fails(
     failed = _dream(second, alice)
     assert failed.status == DreamStatus.FAILED
     assert "refused every part" in failed.error
+
+
+def test_evaluation_sessions_carry_lessons_and_human_overrides(team_a, alice, bob, support_agent):
+    from agentops.outcomes.services import evaluation_review
+
+    rubric = make_rubric(team_a, alice)
+    evaluation = graded_evaluation(
+        team_a,
+        rubric,
+        [grade(accuracy=2, feedback=LESSON), grade(feedback="Good now.")],
+        agent_version=support_agent.current_version,
+    )
+    evaluation_review(
+        evaluation=evaluation, reviewer=bob, verdict=Verdict.FAILED, note="It promised a refund."
+    )
+    (session,) = dreaming.load_sessions([f"evaluation:{evaluation.pk}"])
+    text = session.render()
+    assert f"## Session: evaluation {evaluation.pk}" in text
+    assert (
+        f"Lesson (evaluation {evaluation.pk}, needs_revision → satisfied after iteration 1's "
+        f"feedback): {LESSON}"
+    ) in text
+    assert (
+        f"Human override (evaluation {evaluation.pk}, grader satisfied → reviewer failed): "
+        "It promised a refund."
+    ) in text
