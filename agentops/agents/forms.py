@@ -74,7 +74,14 @@ class AgentForm(forms.Form):
             kwargs["initial"] = _initial_from_version(version)
         super().__init__(*args, **kwargs)
         self.team = team
-        self.fields["model"].choices = model_choices(team)
+        choices = model_choices(team)
+        # A version may name a model since dropped from the catalogue: show it rather than
+        # let the browser silently pick another, and refuse it on save.
+        self.retired_model = None
+        if version is not None and version.model not in {value for value, _ in choices}:
+            self.retired_model = version.model
+            choices = [*choices, (version.model, f"{version.model} (not in the catalogue)")]
+        self.fields["model"].choices = choices
         stored = version.tools if version else []
         enabled = {entry["name"]: entry["permission"] for entry in stored}
         self.tool_specs = available_tools(team)
@@ -103,6 +110,14 @@ class AgentForm(forms.Form):
             }
             for spec in self.tool_specs
         ]
+
+    def clean_model(self):
+        model = self.cleaned_data["model"]
+        if model == self.retired_model:
+            raise forms.ValidationError(
+                f"Unknown model {model}: choose a model from the catalogue."
+            )
+        return model
 
     def clean(self):
         data = super().clean()

@@ -381,13 +381,14 @@ def get_limiter():
         return _limiter
 
 
-def reset_all():
-    """Forget every bucket (tests; after changing the burst). Live callers start afresh."""
+def reset_all(*, keep=("bench-",)):
+    """Forget every bucket but those named `keep*` (tests; after changing the burst)."""
     global _limiter
     with _limiter_lock:
         if settings.REDIS_URL:
             client = redis_client()
-            keys = list(client.scan_iter(KEY_PREFIX + "*"))
+            kept = tuple((KEY_PREFIX + prefix).encode() for prefix in keep)
+            keys = [k for k in client.scan_iter(KEY_PREFIX + "*") if not k.startswith(kept)]
             if keys:
                 client.delete(*keys)
         _limiter = None

@@ -290,3 +290,54 @@ def test_demo_seeding_is_idempotent(team_a, alice, bob):
     assert [a.name for a in agents] == ["Research assistant", "Support writer"]
     assert all(a.versions.count() == 1 for a in agents)
     assert agents[0].current_version.tools == [{"name": "http_fetch", "permission": "allow"}]
+
+
+def test_a_model_gone_from_the_catalogue_is_shown_and_refused(alice_client, make_agent):
+    agent = make_agent(model="claude-2.1")
+    url = reverse("agents:edit", args=[agent.pk])
+    page = alice_client.get(url).content.decode()
+    assert '<option value="claude-2.1" selected>claude-2.1 (not in the catalogue)</option>' in page
+    response = alice_client.post(url, agent_form_data(model="claude-2.1", system_prompt="New"))
+    assert response.status_code == 400
+    assert response.context["form"].errors["model"] == [
+        "Unknown model claude-2.1: choose a model from the catalogue."
+    ]
+    assert agent.versions.count() == 1
+
+
+def test_the_service_refuses_bad_tool_entries(team_a, alice):
+    from django.core.exceptions import ValidationError
+
+    from agentops.agents.services import agent_create
+
+    base = {"name": "X", "model": "claude-haiku-4-5", "system_prompt": "x", "max_tokens": 10}
+    with pytest.raises(ValidationError, match="allow or ask"):
+        agent_create(
+            team=team_a, actor=alice, tools=[{"name": "http_fetch", "permission": "yes"}], **base
+        )
+    with pytest.raises(ValidationError, match="enabled once"):
+        agent_create(
+            team=team_a,
+            actor=alice,
+            tools=[{"name": "http_fetch", "permission": "ask"}] * 2,
+            **base,
+        )
+    assert not Agent.objects.exists()
+
+
+def test_version_history_is_paginated(alice_client, make_agent, settings):
+    settings.PAGE_SIZE = 2
+    agent = make_agent(system_prompt="p1")
+    for n in range(2, 6):
+        alice_client.post(
+            reverse("agents:edit", args=[agent.pk]), agent_form_data(system_prompt=f"p{n}")
+        )
+    detail = reverse("agents:detail", args=[agent.pk])
+    first = alice_client.get(detail).content.decode()
+    assert "version 5 of 5" in first and "Page 1 of 3" in first
+    assert reverse("agents:version", args=[agent.pk, 5]) in first
+    assert reverse("agents:version", args=[agent.pk, 3]) not in first
+    last = alice_client.get(detail, {"page": 3}).content.decode()
+    assert reverse("agents:version", args=[agent.pk, 1]) in last
+    # The compare form still offers every version.
+    assert '<option value="1">v1</option>' in last

@@ -187,3 +187,88 @@ def test_a_connection_refused_is_an_error_result(team_a, allow_local):
         port = s.getsockname()[1]  # closed again before the fetch: nothing listens
     outcome = fetch(team_a, f"http://127.0.0.1:{port}/")
     assert outcome.is_error and "http_fetch failed: the request failed" in outcome.content
+
+
+# --- https: the pinned address is connected to, the certificate checked for the host name ---
+
+
+def _certificate_for(name):
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return cert_pem, key_pem
+
+
+@pytest.fixture
+def tls_server(local_server, tmp_path, monkeypatch):
+    """local_server's routes over TLS with a certificate for pinned.test only."""
+    import ssl
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    cert_pem, key_pem = _certificate_for("pinned.test")
+    (tmp_path / "cert.pem").write_bytes(cert_pem)
+    (tmp_path / "key.pem").write_bytes(key_pem)
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), local_server.RequestHandlerClass)
+    server.daemon_threads = True
+    server.requests, server.release = [], threading.Event()
+    server.socket = server_context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(
+        netguard, "TLS_VERIFY", ssl.create_default_context(cadata=cert_pem.decode())
+    )
+    monkeypatch.setattr(netguard, "resolve", lambda host, port: [ipaddress.ip_address("127.0.0.1")])
+    yield server
+    server.release.set()
+    server.shutdown()
+    server.server_close()
+
+
+def test_https_goes_to_the_pinned_address_and_checks_the_host_name(team_a, tls_server):
+    HostAllowlistEntry.objects.create(team=team_a, host="pinned.test", allow_private=True)
+    port = tls_server.server_address[1]
+    outcome = fetch(team_a, f"https://pinned.test:{port}/host")
+    assert not outcome.is_error, outcome.content
+    assert f"host=pinned.test:{port}" in outcome.content
+
+
+def test_https_to_a_name_the_certificate_does_not_cover_fails(team_a, tls_server):
+    HostAllowlistEntry.objects.create(team=team_a, host="other.test", allow_private=True)
+    port = tls_server.server_address[1]
+    outcome = fetch(team_a, f"https://other.test:{port}/host")
+    assert outcome.is_error
+    assert outcome.content == "http_fetch failed: the request failed: ConnectError."
+    assert tls_server.requests == []
+
+
+def test_a_url_with_characters_no_request_can_carry_is_refused(team_a, allow_local, local_server):
+    outcome = fetch(team_a, f"{local_server.base_url}/hel\x00lo")
+    assert outcome.is_error and "is not valid" in outcome.content
+    assert local_server.requests == []
