@@ -160,7 +160,7 @@ class Limiter:
         for name, limit, tat in zip(BUDGETS, limits.as_tuple(), tats, strict=True):
             per_unit = 60 * _US / limit
             capacity = limit * self.burst_s / 60
-            available = (now_us + tau - max(tat if tat is not None else now_us, now_us)) / per_unit
+            available = (now_us + tau - max(tat, now_us)) / per_unit
             result["budgets"].append(
                 {
                     "name": name,
@@ -191,43 +191,63 @@ class LocalLimiter(Limiter):
     def _now_us(self):
         return int(self._clock() * _US)
 
+    def _bucket(self, bucket, now):
+        state = self._buckets.setdefault(
+            bucket, {"base": [0, 0, 0], "queue": [], "last": 0, "hold": 0, "server": ""}
+        )
+        # Bookings whose slot has come are now part of the bucket itself (see LUA).
+        while state["queue"] and state["queue"][0][0] <= now:
+            slot, spans = state["queue"].pop(0)
+            state["base"] = [
+                max(tat, slot) + span for tat, span in zip(state["base"], spans, strict=True)
+            ]
+        return state
+
+    @staticmethod
+    def _tats(state, now):
+        tats = []
+        for index in range(3):
+            tat = max(state["base"][index], now)
+            for slot, spans in state["queue"]:
+                tat = max(tat, slot) + spans[index]
+            tats.append(tat)
+        return tats
+
     def _reserve(self, bucket, limits, costs, max_wait_s):
         with self._lock:
             now = self._now_us()
-            state = self._buckets.setdefault(bucket, {"tat": [None] * 3, "last": 0, "hold": 0})
+            state = self._bucket(bucket, now)
             tau = self.burst_s * _US
             slot = max(now, state["last"], state["hold"])
             binding = 4 if state["hold"] > now and state["hold"] >= state["last"] else 0
-            per_units = []
-            for index, (limit, cost) in enumerate(zip(limits.as_tuple(), costs, strict=True)):
+            spans = []
+            for index, (limit, cost, tat) in enumerate(
+                zip(limits.as_tuple(), costs, self._tats(state, now), strict=True)
+            ):
                 if cost > limit:
                     return -1, 0, index + 1, 0
-                per_unit = 60 * _US / limit
-                per_units.append(per_unit)
-                tat = max(state["tat"][index] or now, now)
-                conforms_at = tat + cost * per_unit - tau
+                spans.append(cost * 60 * _US / limit)
+                conforms_at = tat + spans[index] - tau
                 if conforms_at > slot:
                     slot, binding = conforms_at, index + 1
             wait = slot - now
             if wait > max_wait_s * _US:
                 return 0, wait, binding or 1, 0
-            for index, cost in enumerate(costs):
-                tat = max(state["tat"][index] or now, now)
-                state["tat"][index] = max(tat, slot) + cost * per_units[index]
+            state["queue"].append((slot, spans))
             state["last"] = slot
             return 1, wait, binding, slot
 
     def _settle(self, bucket, limits, deltas, remaining, hold_s, snapshot):
         with self._lock:
             now = self._now_us()
-            state = self._buckets.setdefault(bucket, {"tat": [None] * 3, "last": 0, "hold": 0})
+            state = self._bucket(bucket, now)
             tau = self.burst_s * _US
             for index, limit in enumerate(limits.as_tuple()):
                 per_unit = 60 * _US / limit
-                tat = max(state["tat"][index] or now, now) - deltas[index] * per_unit
-                if remaining[index] >= 0 and (now + tau - tat) / per_unit > remaining[index]:
-                    tat = now + tau - remaining[index] * per_unit
-                state["tat"][index] = max(tat, now)
+                base = max(state["base"][index], now) - deltas[index] * per_unit
+                if remaining[index] >= 0 and (now + tau - base) / per_unit > remaining[index]:
+                    base = now + tau - remaining[index] * per_unit
+                state["base"][index] = max(base, now)
             if hold_s > 0:
                 state["hold"] = max(state["hold"], now + int(hold_s * _US))
             if snapshot:
@@ -236,30 +256,66 @@ class LocalLimiter(Limiter):
     def _state(self, bucket):
         with self._lock:
             now = self._now_us()
-            state = self._buckets.get(bucket) or {"tat": [None] * 3, "last": 0, "hold": 0}
-            return now, list(state["tat"]), state["last"], state["hold"], state.get("server", "")
+            state = self._bucket(bucket, now)
+            return now, self._tats(state, now), state["last"], state["hold"], state["server"]
 
 
 # --- Redis ------------------------------------------------------------------------------
 
-# One script for every change to a bucket, so reserve, refund, reconcile and hold are each
-# atomic and see the same clock (the Redis server's). Times are integer microseconds.
+# One script for every change to a bucket, so reserve, settle and state are each atomic and
+# see the same clock (the Redis server's). Times are integer microseconds.
+#
+# Each budget is kept in two parts. `base` is the TAT of the bucket as the API sees it: the
+# calls whose slot has come. `queue` (a sorted set) holds the bookings of calls still
+# waiting for their slot, each as (slot, time span per budget). The full TAT is the base
+# with the queue replayed on top (max(tat, slot) + span, in slot order), and when a slot
+# passes its booking is folded into the base. Refunds and server headers change only the
+# base, capped as the API's bucket is (it never holds more than its burst): a refund cannot
+# be spent twice by hiding behind bookings that the API has not seen yet.
 LUA = """
 local key = KEYS[1]
+local qkey = KEYS[2]
 local op = ARGV[1]
 local burst_us = tonumber(ARGV[2]) * 1000000
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local names = {'r', 'i', 'o'}
-local function tat_of(index)
-  local v = tonumber(redis.call('HGET', key, names[index]))
-  if v == nil or v < now then return now end
-  return v
+local base = {}
+for index = 1, 3 do
+  base[index] = tonumber(redis.call('HGET', key, names[index]) or '0')
 end
-local function expire(latest)
+local function parse(member)
+  local parts = {}
+  for part in string.gmatch(member, '[^|]+') do parts[#parts + 1] = tonumber(part) end
+  return parts  -- slot, span r, span i, span o, nonce
+end
+-- Fold bookings whose slot has come into the base.
+local due = redis.call('ZRANGEBYSCORE', qkey, '-inf', now)
+for _, member in ipairs(due) do
+  local b = parse(member)
+  for index = 1, 3 do base[index] = math.max(base[index], b[1]) + b[index + 1] end
+end
+if #due > 0 then
+  redis.call('ZREMRANGEBYSCORE', qkey, '-inf', now)
+  for index = 1, 3 do
+    redis.call('HSET', key, names[index], string.format('%.0f', base[index]))
+  end
+end
+local queue = {}
+for _, member in ipairs(redis.call('ZRANGE', qkey, 0, -1)) do queue[#queue + 1] = parse(member) end
+local function tat_of(index)
+  local tat = math.max(base[index], now)
+  for _, b in ipairs(queue) do tat = math.max(tat, b[1]) + b[index + 1] end
+  return tat
+end
+local function save(latest)
+  for index = 1, 3 do
+    redis.call('HSET', key, names[index], string.format('%.0f', base[index]))
+  end
   local ttl = math.floor((latest - now) / 1000) + 120000
   if ttl < 120000 then ttl = 120000 end
   redis.call('PEXPIRE', key, ttl)
+  redis.call('PEXPIRE', qkey, ttl)
 end
 
 if op == 'reserve' then
@@ -269,29 +325,28 @@ if op == 'reserve' then
   local slot = math.max(now, last, hold)
   local binding = 0
   if hold > now and hold >= last then binding = 4 end
-  local per = {}
-  local cost = {}
+  local span = {}
+  local latest = slot
   for index = 1, 3 do
     local limit = tonumber(ARGV[2 + index * 2])
-    cost[index] = tonumber(ARGV[3 + index * 2])
-    if cost[index] > limit then return {-1, 0, index} end
-    per[index] = 60000000 / limit
-    local conforms = tat_of(index) + cost[index] * per[index] - burst_us
+    local cost = tonumber(ARGV[3 + index * 2])
+    if cost > limit then return {-1, 0, index, '0'} end
+    span[index] = cost * 60000000 / limit
+    local tat = tat_of(index)
+    local conforms = tat + span[index] - burst_us
     if conforms > slot then slot = conforms; binding = index end
+    if tat + span[index] > latest then latest = tat + span[index] end
   end
   local wait = slot - now
   if wait > max_wait then
     if binding == 0 then binding = 1 end
-    return {0, math.floor(wait), binding}
+    return {0, math.floor(wait), binding, '0'}
   end
-  local latest = slot
-  for index = 1, 3 do
-    local tat = math.max(tat_of(index), slot) + cost[index] * per[index]
-    redis.call('HSET', key, names[index], string.format('%.0f', tat))
-    if tat > latest then latest = tat end
-  end
+  local nonce = redis.call('HINCRBY', key, 'n', 1)
+  local member = string.format('%.0f|%.3f|%.3f|%.3f|%d', slot, span[1], span[2], span[3], nonce)
+  redis.call('ZADD', qkey, string.format('%.0f', slot), member)
   redis.call('HSET', key, 'last', string.format('%.0f', slot))
-  expire(latest)
+  save(latest + (slot - now))
   return {1, math.floor(wait), binding, string.format('%.0f', slot)}
 end
 
@@ -302,13 +357,13 @@ if op == 'settle' then
     local delta = tonumber(ARGV[index * 3 + 1])
     local remaining = tonumber(ARGV[index * 3 + 2])
     local per = 60000000 / limit
-    local tat = tat_of(index) - delta * per
-    if remaining >= 0 and (now + burst_us - tat) / per > remaining then
-      tat = now + burst_us - remaining * per
+    local b = math.max(base[index], now) - delta * per
+    if remaining >= 0 and (now + burst_us - b) / per > remaining then
+      b = now + burst_us - remaining * per
     end
-    if tat < now then tat = now end
-    redis.call('HSET', key, names[index], string.format('%.0f', tat))
-    if tat > latest then latest = tat end
+    if b < now then b = now end
+    base[index] = b
+    if tat_of(index) > latest then latest = tat_of(index) end
   end
   local hold_s = tonumber(ARGV[12])
   if hold_s > 0 then
@@ -317,14 +372,15 @@ if op == 'settle' then
     if hold > latest then latest = hold end
   end
   if ARGV[13] ~= '' then redis.call('HSET', key, 'srv', ARGV[13]) end
-  expire(latest)
+  save(latest)
   return {1}
 end
 
 if op == 'state' then
-  local v = redis.call('HMGET', key, 'r', 'i', 'o', 'last', 'hold', 'srv')
-  return {string.format('%.0f', now), v[1] or '', v[2] or '', v[3] or '',
-          v[4] or '0', v[5] or '0', v[6] or ''}
+  local v = redis.call('HMGET', key, 'last', 'hold', 'srv')
+  return {string.format('%.0f', now), string.format('%.0f', tat_of(1)),
+          string.format('%.0f', tat_of(2)), string.format('%.0f', tat_of(3)),
+          v[1] or '0', v[2] or '0', v[3] or ''}
 end
 return redis.error_reply('unknown op')
 """
@@ -336,29 +392,28 @@ class RedisLimiter(Limiter):
         self._client = client
         self._script = client.register_script(LUA)
 
-    def _key(self, bucket):
-        return KEY_PREFIX + bucket
+    def _keys(self, bucket):
+        return [KEY_PREFIX + bucket, KEY_PREFIX + bucket + ":queue"]
 
     def _reserve(self, bucket, limits, costs, max_wait_s):
         args = ["reserve", self.burst_s, max(float(max_wait_s), 0.0)]
         for limit, cost in zip(limits.as_tuple(), costs, strict=True):
             args += [limit, cost]
-        reply = self._script(keys=[self._key(bucket)], args=args)
-        slot = int(reply[3]) if len(reply) > 3 else 0
-        return int(reply[0]), int(reply[1]), int(reply[2]), slot
+        reply = self._script(keys=self._keys(bucket), args=args)
+        return int(reply[0]), int(reply[1]), int(reply[2]), int(reply[3])
 
     def _settle(self, bucket, limits, deltas, remaining, hold_s, snapshot):
         args = ["settle", self.burst_s]
         for limit, delta, left in zip(limits.as_tuple(), deltas, remaining, strict=True):
             args += [limit, delta, left]
         args += [hold_s, snapshot]
-        self._script(keys=[self._key(bucket)], args=args)
+        self._script(keys=self._keys(bucket), args=args)
 
     def _state(self, bucket):
-        raw = self._script(keys=[self._key(bucket)], args=["state", self.burst_s])
+        raw = self._script(keys=self._keys(bucket), args=["state", self.burst_s])
         values = [v.decode() if isinstance(v, bytes) else v for v in raw]
         now = int(values[0])
-        tats = [int(v) if v else None for v in values[1:4]]
+        tats = [int(v) for v in values[1:4]]
         return now, tats, int(values[4] or 0), int(values[5] or 0), values[6]
 
 

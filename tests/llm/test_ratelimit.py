@@ -2,6 +2,7 @@
 
 import random
 import threading
+import time
 import uuid
 
 import pytest
@@ -170,3 +171,62 @@ def test_a_call_bigger_than_a_minute_of_budget_is_refused(make_limiter):
         reserve(limiter, bucket(), Limits(60, 1000, 500), tokens_out=501)
     assert caught.value.budget == "output_tokens"
     assert "needs 501 output tokens" in str(caught.value)
+
+
+def reference_bucket_refusals(events, *, capacity, rate, slack):
+    """Replay admissions (-amount) and refunds (+amount) through a plain token bucket that
+    refills at `rate`, holds `capacity` and takes refunds back up to it: the model
+    Anthropic documents (and the simulator server implements). Return what it would refuse.
+    """
+    level, clock, refused = capacity, None, []
+    for at, amount in sorted(events, key=lambda e: (e[0], -e[1])):
+        if clock is not None:
+            level = min(capacity, level + (at - clock) * rate)
+        clock = at
+        if amount < 0 and level + slack < -amount:
+            refused.append((at, -amount, level))
+        level = min(capacity, level + amount)
+    return refused
+
+
+def test_with_refunds_under_concurrency_a_server_bucket_never_refuses(make_limiter):
+    # Callers sleep until their slot, "call" for a moment and settle with less than they
+    # reserved. Refunded budget is reused at once; a server keeping the same budgets as a
+    # refilling bucket (as Anthropic's do) would never have answered 429.
+    limits = Limits(rpm=1200, itpm=30_000, otpm=30_000)  # 20 requests, 500 tokens a second
+    burst_s = 0.4
+    limiter = make_limiter(burst_s)
+    name = bucket()
+    events = [[], [], []]
+    lock = threading.Lock()
+    rng = random.Random(11)
+    plans = [[(rng.randint(40, 150), rng.uniform(0.3, 1.0)) for _ in range(6)] for _ in range(6)]
+
+    def worker(plan):
+        for estimate, share in plan:
+            reservation = reserve(limiter, name, limits, tokens_in=estimate, tokens_out=estimate)
+            time.sleep(max(reservation.wait_s, 0))
+            time.sleep(0.01)  # the call itself
+            real = int(estimate * share)
+            settled_at = time.time()
+            limiter.settle(reservation, input_tokens=real, output_tokens=real)
+            with lock:
+                for index, cost in enumerate(reservation.costs):
+                    events[index].append((reservation.slot_at, -cost))
+                    refund = cost - (1 if index == 0 else real)
+                    if refund:
+                        events[index].append((settled_at, refund))
+
+    threads = [threading.Thread(target=worker, args=(plan,)) for plan in plans]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(events[0]) == 36
+    for index, limit in enumerate(limits.as_tuple()):
+        rate = limit / 60
+        refused = reference_bucket_refusals(
+            events[index], capacity=rate * burst_s, rate=rate, slack=rate * 0.002
+        )
+        assert not refused, (index, refused[:3])
