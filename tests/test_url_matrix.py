@@ -6,6 +6,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from agentops.teams.models import Membership, Role
+from tests.outcomes.factories import grade, graded_evaluation, make_rubric
 
 # URLs anyone may open without logging in.
 PUBLIC = {"login", "healthz", "logout", "password_reset"}
@@ -28,6 +29,13 @@ URL_KWARGS = {
     "runs:rerun": lambda objs: {"pk": objs["run"].pk},
     "runs:start": lambda objs: {"agent_pk": objs["agent"].pk},
     "runs:approval": lambda objs: {"pk": objs["run"].steps.first().pk},
+    "rubrics:detail": lambda objs: {"pk": objs["rubric"].pk},
+    "rubrics:edit": lambda objs: {"pk": objs["rubric"].pk},
+    "rubrics:archive": lambda objs: {"pk": objs["rubric"].pk},
+    "rubrics:version": lambda objs: {"pk": objs["rubric"].pk, "number": 1},
+    "review:evaluation": lambda objs: {"pk": objs["evaluation"].pk},
+    "review:evaluation-review": lambda objs: {"pk": objs["evaluation"].pk},
+    "review:evaluation-assign": lambda objs: {"pk": objs["evaluation"].pk},
 }
 
 
@@ -66,7 +74,10 @@ def team_a_objects(alice, bob):
         url="https://hooks.example.com/x",
         secret="s" * 16,
     )
+    rubric = make_rubric(team, alice, max_iterations=1)
     return {
+        "rubric": rubric,
+        "evaluation": graded_evaluation(team, rubric, [grade()]),
         "membership": Membership.objects.get(user=bob),
         "agent": agent,
         "webhook_tool": tool,
