@@ -1,6 +1,14 @@
 from django.contrib import admin
 
-from .models import Dream, DreamChange, Memory, MemoryStore, MemoryVersion, StoreAttachment
+from .models import (
+    Dream,
+    DreamChange,
+    Memory,
+    MemoryStore,
+    MemoryUse,
+    MemoryVersion,
+    StoreAttachment,
+)
 
 
 class StoreAttachmentInline(admin.TabularInline):
@@ -122,3 +130,15 @@ class StoreAttachmentAdmin(admin.ModelAdmin):
     search_fields = ["store__name", "agent__name"]
     list_select_related = ["store", "agent"]
     autocomplete_fields = ["agent"]
+
+
+@admin.register(MemoryUse)
+class MemoryUseAdmin(admin.ModelAdmin):
+    list_display = ["run", "store", "held_out", "can_propose", "evaluation", "created_at"]
+    list_filter = ["held_out", "store__team", "store"]
+    search_fields = ["store__name", "text"]
+    list_select_related = ["run", "store", "evaluation"]
+    readonly_fields = ["run", "thread", "store", "held_out", "can_propose", "memory_ids", "text"]
+
+    def has_add_permission(self, request):
+        return False  # recorded by a run's first model call

@@ -18,7 +18,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from agentops.llm.services import (
@@ -724,9 +724,14 @@ def dreams_tick(*, now=None):
         ):
             dream_execute_task.delay(dream.pk)
             requeued += 1
-    for dream_id in Dream.objects.filter(
-        status=DreamStatus.QUEUED, created_at__lt=stale_before
-    ).values_list("pk", flat=True):
+    # A queued dream waiting out a retry delay touched its heartbeat when it last ran, so
+    # only one silent for longer than the stale limit is sent again.
+    silent = Q(heartbeat_at__lt=stale_before) | Q(
+        heartbeat_at__isnull=True, created_at__lt=stale_before
+    )
+    for dream_id in Dream.objects.filter(silent, status=DreamStatus.QUEUED).values_list(
+        "pk", flat=True
+    ):
         dream_execute_task.delay(dream_id)  # harmless if it is already on its way
     started = 0
     for store in MemoryStore.objects.filter(dream_every_hours__isnull=False):
