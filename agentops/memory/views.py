@@ -49,9 +49,19 @@ def _errors(error):
 @require_viewer
 def store_list(request):
     q = request.GET.get("q", "").strip()
+    # distinct: the three joins multiply each other's rows.
     stores = team_queryset(request, MemoryStore).annotate(
-        active_count=Count("memories", filter=Q(memories__status=MemoryStatus.ACTIVE)),
-        proposed_count=Count("memories", filter=Q(memories__status=MemoryStatus.PROPOSED)),
+        active_count=Count(
+            "memories", filter=Q(memories__status=MemoryStatus.ACTIVE), distinct=True
+        ),
+        proposed_count=Count(
+            "memories", filter=Q(memories__status=MemoryStatus.PROPOSED), distinct=True
+        ),
+        pending_changes=Count(
+            "dreams__changes",
+            filter=Q(dreams__changes__status=ChangeStatus.PENDING),
+            distinct=True,
+        ),
         attachment_count=Count("attachments", distinct=True),
     )
     if q:
@@ -118,8 +128,7 @@ def _store_context(request, store, **extra):
         ),
         "attachments": store.attachments.select_related("agent"),
         "attachment_form": AttachmentForm(store=store),
-        "dreams": store.dreams.select_related("created_by")[:10],
-        "active_dream": store.dreams.filter(status__in=ACTIVE_DREAM_STATUSES).first(),
+        **_dreams_context(store),
         "efficacy": store_efficacy(store),
         "rollback_form": RollbackForm(states=states) if states else None,
         **extra,
@@ -137,9 +146,13 @@ def store_detail(request, pk):
 
 
 def _dreams_context(store):
+    dreams = store.dreams.select_related("created_by").annotate(
+        change_count=Count("changes"),
+        pending_count=Count("changes", filter=Q(changes__status=ChangeStatus.PENDING)),
+    )
     return {
         "store": store,
-        "dreams": store.dreams.select_related("created_by")[:10],
+        "dreams": dreams[:10],
         "active_dream": store.dreams.filter(status__in=ACTIVE_DREAM_STATUSES).first(),
     }
 

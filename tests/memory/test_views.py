@@ -259,3 +259,12 @@ def test_store_edit(editor_client, store):
     )
     store.refresh_from_db()
     assert store.name == "Renamed" and store.auto_apply
+
+
+def test_store_list_counts_what_waits_for_review(viewer_client, store, dream, make_memory):
+    make_memory("Idea", "From a run.", status=MemoryStatus.PROPOSED)
+    page = viewer_client.get(reverse("memory:stores"))
+    (row,) = page.context["page"].object_list
+    assert (row.active_count, row.proposed_count, row.pending_changes) == (1, 1, 2)
+    store_page = viewer_client.get(reverse("memory:store", args=[store.pk]))
+    assert b"2 to review" in store_page.content
