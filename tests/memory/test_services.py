@@ -293,3 +293,32 @@ def test_decide_all_applies_what_it_can(store, alice, bob, make_memory):
     decided, problems = services.dream_changes_decide_all(dream=dream, actor=bob, approve=False)
     assert [c.pk for c in decided] == [update.pk] and not problems
     assert Memory.objects.filter(store=store, title="New", status="active").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_dreams_started_at_the_same_moment_one_is_refused(store, alice):
+    import threading
+
+    from django.db import connection
+
+    barrier = threading.Barrier(4)
+    outcomes = []
+
+    def start():
+        try:
+            barrier.wait()
+            services.dream_start(store=store, actor=alice, enqueue=False)
+            outcomes.append("started")
+        except services.DreamAlreadyActive as error:
+            outcomes.append(" ".join(error.messages))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes.count("started") == 1
+    assert all("already in progress on Support knowledge" in o for o in outcomes if o != "started")
+    assert Dream.objects.filter(store=store).count() == 1
