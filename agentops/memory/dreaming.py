@@ -331,8 +331,6 @@ def clean_proposals(tool_input, *, session_keys, store):
             continue
         if operation != ChangeOperation.ADD and not targets:
             continue
-        if operation == ChangeOperation.MERGE and len(targets) < 1:
-            continue
         evidence = []
         for item in change.get("evidence") or []:
             if not isinstance(item, dict):

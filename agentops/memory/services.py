@@ -423,15 +423,6 @@ def store_states(store, *, limit=30):
     return list(reversed(states[:-1]))[:limit]
 
 
-def _state_at(memory, to_version_id):
-    past = (
-        memory.versions.filter(pk__lte=to_version_id).order_by("-number").first()
-        if to_version_id
-        else None
-    )
-    return past
-
-
 @transaction.atomic
 def memory_store_rollback(*, store, actor, to_version_id=None, to_time=None):
     """Return the store to its state right after version `to_version_id` (or at `to_time`):
@@ -450,8 +441,12 @@ def memory_store_rollback(*, store, actor, to_version_id=None, to_time=None):
         raise ValidationError("That state does not belong to this store.")
     label = f"the state after change #{to_version_id}" if to_version_id else "its empty state"
     changed = []
-    for memory in store.memories.select_for_update().order_by("pk"):
-        past = _state_at(memory, to_version_id)
+    memories = list(store.memories.select_for_update().order_by("pk"))
+    past_of = {}  # each memory's last version at that point; later numbers overwrite
+    for version in store_versions(store).filter(pk__lte=to_version_id).order_by("number"):
+        past_of[version.memory_id] = version
+    for memory in memories:
+        past = past_of.get(memory.pk)
         if past is None:
             if memory.status != MemoryStatus.ACTIVE:
                 continue  # not in the active set then or now; a pending proposal stays
