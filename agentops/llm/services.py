@@ -178,9 +178,9 @@ def execute_call(
         output_tokens=max_tokens,
         max_wait_s=max_wait_s,
     )
-    if reservation.wait_s > 0:
-        sleep(reservation.wait_s)
-    outcome.waited_ms = int(reservation.wait_s * 1000)
+    waiting_since = time.monotonic()
+    limiter.wait(reservation, sleep=sleep)
+    outcome.waited_ms = int((time.monotonic() - waiting_since) * 1000)
     outcome.admitted_at = time.time()
 
     params = {"model": model, "messages": messages, "max_tokens": max_tokens}

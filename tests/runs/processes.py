@@ -61,8 +61,8 @@ def worker_env(*, redis_url, model_base_url=None, **extra):
 class Worker:
     """`celery worker` (threads pool), optionally with embedded beat for the sweeper."""
 
-    def __init__(self, env, *, name, beat=False, concurrency=4):
-        self.env = env
+    def __init__(self, env, *, name, queue, beat=False, concurrency=4):
+        self.env = {**env, "AGENTOPS_CELERY_QUEUE": queue}
         self.restarts = 0
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - kept open for the process
             prefix=f"agentops-{name}-", suffix=".log", delete=False
@@ -83,6 +83,8 @@ class Worker:
             "--without-gossip",
             "--without-mingle",
             "--without-heartbeat",
+            "-Q",
+            queue,
             "-n",
             f"{name}@%h",
         ]
@@ -173,12 +175,6 @@ class RedisServer:
     def restart(self):
         self.stop()
         self.start()
-
-
-def flush_redis(url):
-    import redis
-
-    redis.Redis.from_url(url).flushdb()
 
 
 def wait_for(predicate, *, timeout, interval=0.05, message="condition"):

@@ -4,16 +4,20 @@ import pytest
 
 from agentops.runs.models import Run, RunStatus
 
-from .processes import Worker, broker_url, flush_redis, needs_postgres_and_redis, worker_env
+from .processes import (
+    Worker,
+    broker_url,
+    needs_postgres_and_redis,
+    worker_env,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, needs_postgres_and_redis]
 
 
 @pytest.fixture
-def worker(live_server):
-    flush_redis(broker_url())
+def worker(live_server, private_queue):
     # No ANTHROPIC_BASE_URL: the worker's in-process simulator answers.
-    process = Worker(worker_env(redis_url=broker_url()), name="browser")
+    process = Worker(worker_env(redis_url=broker_url()), name="browser", queue=private_queue)
     yield process
     process.stop()
 

@@ -16,7 +16,6 @@ from .processes import (
     RedisServer,
     Worker,
     broker_url,
-    flush_redis,
     needs_postgres_and_redis,
     wait_for,
     worker_env,
@@ -84,11 +83,12 @@ def two_webhooks(webhook_tool):
     return [webhook_tool("lookup_order"), webhook_tool("lookup_invoice")]
 
 
-def test_worker_killed_mid_run(make_agent, alice, sim_server, sweeper_every_second, two_webhooks):
-    flush_redis(broker_url())
+def test_worker_killed_mid_run(
+    make_agent, alice, sim_server, sweeper_every_second, two_webhooks, private_queue
+):
     env = worker_env(redis_url=broker_url(), model_base_url=sim_server.url, **RECOVERY)
     agent = make_agent(tools=TWO_TOOLS)
-    first = Worker(env, name="first", beat=True)
+    first = Worker(env, name="first", queue=private_queue, beat=True)
     second = None
     try:
         run = services.run_start(
@@ -110,7 +110,7 @@ def test_worker_killed_mid_run(make_agent, alice, sim_server, sweeper_every_seco
         before_restart = _stats(sim_server)
         assert all(before_restart.get(pk, 0) <= 1 for pk in completed_before)
 
-        second = Worker(env, name="second", beat=True)
+        second = Worker(env, name="second", queue=private_queue, beat=True)
         run = wait_for(
             lambda: (r := Run.objects.get(pk=run.pk)) and not r.is_active and r,
             timeout=40,
@@ -132,11 +132,13 @@ def test_worker_killed_mid_run(make_agent, alice, sim_server, sweeper_every_seco
             second.stop()
 
 
-def test_redis_restarted_mid_run(make_agent, alice, sim_server, sweeper_every_second, two_webhooks):
+def test_redis_restarted_mid_run(
+    make_agent, alice, sim_server, sweeper_every_second, two_webhooks, private_queue
+):
     redis_server = RedisServer(6390)
     env = worker_env(redis_url=redis_server.url, model_base_url=sim_server.url, **RECOVERY)
     agent = make_agent(tools=TWO_TOOLS)
-    worker = Worker(env, name="redis-restart", beat=True)
+    worker = Worker(env, name="redis-restart", queue=private_queue, beat=True)
     try:
         # This test process publishes to the shared broker, not to port 6390: start the run
         # without sending it, and let the sweeper send what is queued.
