@@ -31,13 +31,7 @@ SECTIONS = [
     ),
     Section("runs", "Runs", "runs:list"),
     Section("review", "Review", "review:queue"),
-    Section(
-        "memory",
-        "Memory",
-        "section-memory",
-        "Memory stores with curated memories, and the dreams that propose changes to "
-        "them for your approval.",
-    ),
+    Section("memory", "Memory", "memory:stores"),
     Section("usage", "Usage", "llm:usage"),
     Section("settings", "Settings", "teams:settings", namespaces=("teams", "llm")),
 ]

@@ -92,6 +92,7 @@ INSTALLED_APPS = [
     "agentops.agents",
     "agentops.llm",
     "agentops.runs",
+    "agentops.memory",
     "agentops.outcomes",
 ]
 
@@ -293,6 +294,15 @@ AGENTOPS_STEP_MAX_ATTEMPTS = _env_int("AGENTOPS_STEP_MAX_ATTEMPTS", 5, minimum=1
 # again after this long; a duplicate message is harmless because claiming is conditional.
 AGENTOPS_STEP_REQUEUE_AFTER_S = _env_int("AGENTOPS_STEP_REQUEUE_AFTER_S", 120, minimum=1)
 AGENTOPS_SWEEP_INTERVAL_S = _env_int("AGENTOPS_SWEEP_INTERVAL_S", 30, minimum=1)
+
+# Dreams: how much session text one model call reads, how many sessions one dream reads at
+# most, how many failed attempts in a row end it, when a silent running dream counts as
+# lost, and how often beat checks for lost and scheduled dreams.
+AGENTOPS_DREAM_CHUNK_CHARS = _env_int("AGENTOPS_DREAM_CHUNK_CHARS", 24_000, minimum=1000)
+AGENTOPS_DREAM_MAX_SESSIONS = _env_int("AGENTOPS_DREAM_MAX_SESSIONS", 500, minimum=1)
+AGENTOPS_DREAM_MAX_ATTEMPTS = _env_int("AGENTOPS_DREAM_MAX_ATTEMPTS", 6, minimum=1)
+AGENTOPS_DREAM_STALE_S = _env_int("AGENTOPS_DREAM_STALE_S", CELERY_TASK_TIME_LIMIT + 60, minimum=1)
+AGENTOPS_DREAM_TICK_S = _env_int("AGENTOPS_DREAM_TICK_S", 60, minimum=1)
 
 # Pages that list things show this many rows at a time.
 PAGE_SIZE = 25

@@ -21,6 +21,7 @@ urlpatterns = [
     path("", include("agentops.llm.urls")),
     path("rubrics/", include("agentops.outcomes.urls")),
     path("review/", include("agentops.review.urls")),
+    path("memory/", include("agentops.memory.urls")),
     path("admin/", admin.site.urls),
     path("healthz", team_views.healthz, name="healthz"),
 ]

@@ -39,6 +39,24 @@ URL_KWARGS = {
     "review:evaluation": lambda objs: {"pk": objs["evaluation"].pk},
     "review:evaluation-review": lambda objs: {"pk": objs["evaluation"].pk},
     "review:evaluation-assign": lambda objs: {"pk": objs["evaluation"].pk},
+    "memory:store": lambda objs: {"pk": objs["store"].pk},
+    "memory:store-edit": lambda objs: {"pk": objs["store"].pk},
+    "memory:create": lambda objs: {"pk": objs["store"].pk},
+    "memory:attach": lambda objs: {"pk": objs["store"].pk},
+    "memory:rollback": lambda objs: {"pk": objs["store"].pk},
+    "memory:dream-start": lambda objs: {"pk": objs["store"].pk},
+    "memory:attachment-edit": lambda objs: {"pk": objs["attachment"].pk},
+    "memory:detach": lambda objs: {"pk": objs["attachment"].pk},
+    "memory:detail": lambda objs: {"pk": objs["memory"].pk},
+    "memory:edit": lambda objs: {"pk": objs["memory"].pk},
+    "memory:retire": lambda objs: {"pk": objs["memory"].pk},
+    "memory:decide": lambda objs: {"pk": objs["memory"].pk},
+    "memory:dream": lambda objs: {"pk": objs["dream"].pk},
+    "memory:change-decide": lambda objs: {
+        "pk": objs["dream"].pk,
+        "change_pk": objs["dream"].changes.first().pk,
+    },
+    "memory:dream-decide-all": lambda objs: {"pk": objs["dream"].pk},
 }
 
 
@@ -61,6 +79,8 @@ ALL_URLS = sorted(set(_named_urls()))
 def team_a_objects(alice, bob):
     from agentops.agents.models import HostAllowlistEntry
     from agentops.agents.services import agent_create, webhook_tool_create
+    from agentops.memory.models import Dream, DreamChange, DreamStatus
+    from agentops.memory.services import attachment_add, memory_create, memory_store_create
     from agentops.runs.services import run_start
 
     team = alice.memberships.get().team
@@ -78,10 +98,17 @@ def team_a_objects(alice, bob):
         secret="s" * 16,
     )
     rubric = make_rubric(team, alice, max_iterations=1)
+    store = memory_store_create(team=team, actor=alice, name="Store")
+    dream = Dream.objects.create(team=team, store=store, model="m", status=DreamStatus.SUCCEEDED)
+    DreamChange.objects.create(dream=dream, operation="add", title="t", content="c")
     return {
         "rate_limit": RateLimit.objects.create(
             team=team, model="claude-haiku-4-5", rpm=50, itpm=30000, otpm=8000
         ),
+        "store": store,
+        "attachment": attachment_add(store=store, actor=alice, agent=agent, mode="read_only"),
+        "memory": memory_create(store=store, actor=alice, title="t", content="c"),
+        "dream": dream,
         "rubric": rubric,
         "evaluation": graded_evaluation(team, rubric, [grade()]),
         "membership": Membership.objects.get(user=bob),

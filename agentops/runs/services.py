@@ -12,6 +12,7 @@ import contextvars
 import logging
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 
@@ -79,6 +80,50 @@ def on_run_finished(hook):
 def on_children_finished(hook):
     CHILDREN_FINISHED_HOOKS.append(hook)
     return hook
+
+
+@dataclass(frozen=True)
+class ModelContext:
+    """What a capability adds to a thread's model calls: text after the agent's system
+    prompt, tools beside the version's own (executed without the version's enable check,
+    since the capability offers them), and fields recorded on the step's request."""
+
+    system: str = ""
+    tools: tuple = ()
+    request: dict = field(default_factory=dict)
+
+
+# Called before every model call, outside any transaction: fn(thread=thread) -> ModelContext
+# or None. It must give the same answer for every call of a thread (store what it chose).
+MODEL_CONTEXT_HOOKS = []
+
+
+def on_model_context(hook):
+    MODEL_CONTEXT_HOOKS.append(hook)
+    return hook
+
+
+def model_context(thread):
+    """The system prompt and tools of a thread's next model call, with every hook's
+    additions: (system, tools, request_fields, hook_tool_names)."""
+    version = thread.agent_version
+    system = version.system_prompt
+    tools = tools_for_version(version)
+    names = {tool["name"] for tool in tools}
+    extra_request, hook_tools = {}, set()
+    for hook in MODEL_CONTEXT_HOOKS:
+        context = hook(thread=thread)
+        if context is None:
+            continue
+        if context.system:
+            system = f"{system}\n\n{context.system}" if system else context.system
+        for tool in context.tools:
+            if tool["name"] not in names:
+                tools.append(tool)
+                names.add(tool["name"])
+                hook_tools.add(tool["name"])
+        extra_request.update(context.request)
+    return system, tools, extra_request, hook_tools
 
 
 # --- queueing ---------------------------------------------------------------------------------
@@ -313,7 +358,7 @@ def _execute_model_step(step):
         )
     thread = step.thread
     version = thread.agent_version
-    tools = tools_for_version(version)
+    system, tools, extra_request, _ = model_context(thread)
     messages = thread.messages
     step.request = {
         "model": version.model,
@@ -322,13 +367,14 @@ def _execute_model_step(step):
         "thinking_budget": version.thinking_budget,
         "tools": [tool["name"] for tool in tools],
         "messages": len(messages),
+        **extra_request,
     }
     try:
         result = model_call(
             team=run.team,
             model=version.model,
             messages=messages,
-            system=version.system_prompt,
+            system=system,
             tools=tools or None,
             max_tokens=version.max_tokens,
             temperature=version.temperature,
@@ -349,9 +395,12 @@ def _execute_model_step(step):
 def _execute_tool_step(step):
     thread = step.thread
     started = time.monotonic()
+    # A tool a capability offered this thread is not in the version's list: no version
+    # governs it.
+    offered_by_hook = step.tool_name in model_context(thread)[3]
     outcome = execute_tool(
         team=step.run.team,
-        version=thread.agent_version,
+        version=None if offered_by_hook else thread.agent_version,
         name=step.tool_name,
         input=step.request.get("input", {}),
         step_id=step.pk,

@@ -7,15 +7,25 @@ its thinking text; the core adds ids, stop reasons, truncation and usage. To add
 """
 
 from .base import Reply, Role
+from .dreamer import DreamerRole
 from .grader import GraderRole
 from .reviser import ReviserRole
 from .worker import WorkerRole
 
-ROLES: tuple[Role, ...] = (GraderRole(), ReviserRole(), WorkerRole())
+ROLES: tuple[Role, ...] = (DreamerRole(), GraderRole(), ReviserRole(), WorkerRole())
 
 
 def choose_role(conversation) -> Role:
     return next(role for role in ROLES if role.matches(conversation))
 
 
-__all__ = ["ROLES", "GraderRole", "Reply", "ReviserRole", "Role", "WorkerRole", "choose_role"]
+__all__ = [
+    "ROLES",
+    "DreamerRole",
+    "GraderRole",
+    "Reply",
+    "ReviserRole",
+    "Role",
+    "WorkerRole",
+    "choose_role",
+]
