@@ -20,13 +20,7 @@ class Section:
 
 
 SECTIONS = [
-    Section(
-        "agents",
-        "Agents",
-        "section-agents",
-        "Agents your team defines: model, system prompt, tools and memory, with every "
-        "version kept. Runs start from an agent's page.",
-    ),
+    Section("agents", "Agents", "agents:list"),
     Section(
         "rubrics",
         "Rubrics",
@@ -41,13 +35,7 @@ SECTIONS = [
         "Workflows: a lead agent delegating to specialists that run in parallel, and "
         "the schedules that start them.",
     ),
-    Section(
-        "runs",
-        "Runs",
-        "section-runs",
-        "Every run of an agent or workflow, live while it works, with its transcript, "
-        "tokens, cost and grade.",
-    ),
+    Section("runs", "Runs", "runs:list"),
     Section(
         "review",
         "Review",

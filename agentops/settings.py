@@ -88,6 +88,7 @@ INSTALLED_APPS = [
     "agentops.teams",
     "agentops.agents",
     "agentops.llm",
+    "agentops.runs",
 ]
 
 MIDDLEWARE = [
@@ -273,5 +274,28 @@ else:
         "visibility_timeout": CELERY_TASK_TIME_LIMIT + 300,
     }
 
+# The run engine. A step is claimed with a deadline; past it the sweeper assumes the worker
+# died and re-queues the step. The deadline must outlast the hard time limit, or a slow but
+# live step would be handed to a second worker (its late result is then discarded).
+AGENTOPS_STEP_DEADLINE_S = _env_int(
+    "AGENTOPS_STEP_DEADLINE_S", CELERY_TASK_TIME_LIMIT + 30, minimum=1
+)
+# Each claim counts as an attempt; past this many the step and its run fail.
+AGENTOPS_STEP_MAX_ATTEMPTS = _env_int("AGENTOPS_STEP_MAX_ATTEMPTS", 5, minimum=1)
+# A queued step whose message was lost (a broker restarted without persistence) is sent
+# again after this long; a duplicate message is harmless because claiming is conditional.
+AGENTOPS_STEP_REQUEUE_AFTER_S = _env_int("AGENTOPS_STEP_REQUEUE_AFTER_S", 120, minimum=1)
+AGENTOPS_SWEEP_INTERVAL_S = _env_int("AGENTOPS_SWEEP_INTERVAL_S", 30, minimum=1)
+
 # Pages that list things show this many rows at a time.
 PAGE_SIZE = 25
+
+# Secrets stored by agentops (webhook signing secrets) are Fernet-encrypted with this key;
+# unset, a key derived from SECRET_KEY is used. Comma-separated keys rotate (newest first).
+AGENTOPS_FERNET_KEY = os.environ.get("AGENTOPS_FERNET_KEY", "")
+
+# Limits of the tools agents call (agentops.agents.tools).
+AGENTOPS_TOOL_HTTP_TIMEOUT_S = float(_env_int("AGENTOPS_TOOL_HTTP_TIMEOUT_S", 10, minimum=1))
+AGENTOPS_TOOL_MAX_RESPONSE_BYTES = _env_int(
+    "AGENTOPS_TOOL_MAX_RESPONSE_BYTES", 200_000, minimum=1024
+)

@@ -1,0 +1,75 @@
+import sys
+import time
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+
+from agentops.agents.models import Agent
+from agentops.runs import services
+from agentops.runs.models import Run, RunStatus, RunTrigger
+
+
+class Command(BaseCommand):
+    help = (
+        "Start a run of an agent and print its id. With --wait, wait for it to end, print "
+        "its status and output, and exit 0 only if it succeeded."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("agent_slug")
+        parser.add_argument("--input", required=True, help="The run's input text.")
+        parser.add_argument("--team", help="Team slug, when several teams have the agent.")
+        parser.add_argument("--wait", action="store_true", help="Wait for the run to end.")
+        parser.add_argument(
+            "--inline",
+            action="store_true",
+            help="Execute the run in this process instead of on a Celery worker (implies --wait).",
+        )
+        parser.add_argument("--timeout", type=float, default=600, help="Seconds to wait at most.")
+        parser.add_argument("--budget-tokens", type=int)
+        parser.add_argument("--max-turns", type=int)
+
+    def handle(self, *args, agent_slug, input, team, wait, inline, timeout, **options):  # noqa: A002
+        agents = Agent.objects.filter(slug=agent_slug, archived_at__isnull=True)
+        if team:
+            agents = agents.filter(team__slug=team)
+        found = list(agents.select_related("team", "current_version")[:2])
+        if not found:
+            raise CommandError(f"No agent with the slug {agent_slug!r}.")
+        if len(found) > 1:
+            raise CommandError(f"Several teams have an agent {agent_slug!r}; name one with --team.")
+        try:
+            run = services.run_start(
+                agent=found[0],
+                input=input,
+                actor=None,
+                trigger=RunTrigger.COMMAND,
+                budget_tokens=options["budget_tokens"],
+                max_turns=options["max_turns"],
+            )
+        except ValidationError as error:
+            raise CommandError(" ".join(error.messages)) from None
+        self.stdout.write(str(run.pk))
+        self.stdout.flush()
+        if inline:
+            run = services.run_execute_inline(run=run)
+        elif not wait:
+            return
+        deadline = time.monotonic() + timeout
+        told_about_approval = False
+        while run.is_active and time.monotonic() < deadline:
+            if run.status == RunStatus.AWAITING_APPROVAL and not told_about_approval:
+                self.stderr.write("The run is waiting for a tool approval in the browser.")
+                told_about_approval = True
+            time.sleep(0.25)
+            run = services.run_execute_inline(run=run) if inline else Run.objects.get(pk=run.pk)
+        if run.is_active:
+            self.stdout.write(f"{run.status} (still active after {timeout:g} s)")
+            sys.exit(2)
+        self.stdout.write(run.status)
+        if run.output:
+            self.stdout.write(run.output)
+        if run.error:
+            self.stderr.write(run.error)
+        if run.status != RunStatus.SUCCEEDED:
+            sys.exit(1)

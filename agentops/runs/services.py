@@ -1,0 +1,735 @@
+"""The durable run engine.
+
+A run is a sequence of steps (one model call or one tool call each) whose truth is in
+PostgreSQL. A worker claims a step with a conditional update, does the slow work outside any
+transaction, then records the result, creates the next steps and queues them in one short
+transaction. A step that succeeded is never executed again; a lost worker is covered by the
+sweeper, a lost broker message by re-sending queued steps, a redelivery loop by the attempt
+counter.
+"""
+
+import contextvars
+import logging
+import time
+from contextlib import contextmanager
+from datetime import timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import F, Q, Sum
+from django.utils import timezone
+
+from agentops.agents.tools import execute_tool, tool_permission, tools_for_version
+from agentops.llm.errors import PermanentModelError, TransientModelError
+from agentops.llm.retry import retry_delay
+from agentops.llm.services import model_call
+from agentops.teams.services import audit_record
+
+from .models import (
+    ApprovalDecision,
+    Run,
+    RunStatus,
+    RunTrigger,
+    Step,
+    StepKind,
+    StepStatus,
+    TeamBudget,
+    Thread,
+    ThreadStatus,
+)
+
+logger = logging.getLogger(__name__)
+
+CONTINUE_PROMPT = "Continue exactly where you stopped."
+OPEN_STEP_STATUSES = (StepStatus.QUEUED, StepStatus.AWAITING_APPROVAL)
+
+# --- hooks for later capabilities ------------------------------------------------------------
+# Called inside the transaction that finishes a run (any final status): fn(run=run). A hook
+# may write rows and queue work with transaction.on_commit; it must not call a model.
+RUN_FINISHED_HOOKS = []
+# Called inside the transaction in which the last sub-agent thread of `parent` finished:
+# fn(parent=thread). Delegation continues the parent thread from here.
+CHILDREN_FINISHED_HOOKS = []
+
+
+def on_run_finished(hook):
+    RUN_FINISHED_HOOKS.append(hook)
+    return hook
+
+
+def on_children_finished(hook):
+    CHILDREN_FINISHED_HOOKS.append(hook)
+    return hook
+
+
+# --- queueing ---------------------------------------------------------------------------------
+
+_inline = contextvars.ContextVar("agentops_runs_inline", default=False)
+
+
+@contextmanager
+def inline_execution():
+    """Within this block no step is sent to Celery: run_execute_inline executes them."""
+    token = _inline.set(True)
+    try:
+        yield
+    finally:
+        _inline.reset(token)
+
+
+def _enqueue(step_id, countdown=0.0):
+    """Send a step to a worker once the current transaction commits."""
+    if _inline.get():
+        return
+    from .tasks import step_execute as step_execute_task
+
+    def send():
+        try:
+            step_execute_task.apply_async((step_id,), countdown=countdown or None)
+        except Exception:
+            # The step stays queued in the database; the sweeper sends it again.
+            logger.exception("Could not queue step %s; the sweeper will re-send it", step_id)
+
+    transaction.on_commit(send)
+
+
+def _new_step(*, thread, kind, turn, status=StepStatus.QUEUED, countdown=0.0, **fields):
+    now = timezone.now()
+    step = Step.objects.create(
+        run_id=thread.run_id,
+        thread=thread,
+        kind=kind,
+        sequence=thread.next_sequence,
+        turn=turn,
+        status=status,
+        enqueued_at=now if status == StepStatus.QUEUED else None,
+        **fields,
+    )
+    thread.next_sequence += 1
+    if status == StepStatus.QUEUED:
+        _enqueue(step.pk, countdown)
+    return step
+
+
+# --- starting, cancelling, rerunning ----------------------------------------------------------
+
+
+def run_start(
+    *,
+    agent,
+    input,
+    actor=None,
+    version=None,
+    trigger=RunTrigger.BROWSER,
+    budget_tokens=None,
+    budget_cost_usd=None,
+    max_turns=None,
+    max_continuations=0,
+    rerun_of=None,
+):
+    """Create a run of `agent` (its current version unless `version` is given) and queue its
+    first model call. Returns the Run."""
+    version = version or agent.current_version
+    if version is None:
+        raise ValidationError("This agent has no saved version to run yet.")
+    if version.agent_id != agent.pk:
+        raise ValidationError("That version belongs to another agent.")
+    if agent.is_archived:
+        raise ValidationError("Archived agents cannot be run.")
+    if not (input or "").strip():
+        raise ValidationError("Give the run some input.")
+    with transaction.atomic():
+        run = Run.objects.create(
+            team_id=agent.team_id,
+            agent=agent,
+            agent_version=version,
+            input=input,
+            trigger=trigger,
+            rerun_of=rerun_of,
+            max_turns=max_turns or 20,
+            max_continuations=max_continuations or 0,
+            budget_tokens=budget_tokens,
+            budget_cost_usd=budget_cost_usd,
+            created_by=actor if getattr(actor, "is_authenticated", False) else None,
+        )
+        thread = Thread.objects.create(
+            run=run, agent_version=version, messages=[{"role": "user", "content": input}]
+        )
+        _new_step(thread=thread, kind=StepKind.MODEL_CALL, turn=1)
+        thread.save(update_fields=["next_sequence"])
+        audit_record(
+            team=agent.team,
+            actor=actor,
+            actor_label="" if actor else trigger,
+            verb="run.start",
+            obj=run,
+            after={"agent": agent.slug, "version": version.number, "trigger": trigger},
+        )
+    return run
+
+
+def run_cancel(*, run, actor):
+    """Stop an active run. A step already talking to the model finishes, but nothing
+    follows it."""
+    with transaction.atomic():
+        run = Run.objects.select_for_update().get(pk=run.pk)
+        if not run.is_active:
+            raise ValidationError(f"This run has already ended ({run.get_status_display()}).")
+        _end_run(
+            run,
+            RunStatus.CANCELLED,
+            error=f"Cancelled by {actor.get_username() if actor else 'the system'}.",
+        )
+        audit_record(team=run.team, actor=actor, verb="run.cancel", obj=run)
+    return run
+
+
+def run_rerun(*, run, actor, latest_version=False):
+    """Start a new run with the same input and budgets, on the same or the latest version."""
+    version = run.agent.current_version if latest_version else run.agent_version
+    return run_start(
+        agent=run.agent,
+        input=run.input,
+        actor=actor,
+        version=version,
+        trigger=RunTrigger.RERUN,
+        budget_tokens=run.budget_tokens,
+        budget_cost_usd=run.budget_cost_usd,
+        max_turns=run.max_turns,
+        max_continuations=run.max_continuations,
+        rerun_of=run,
+    )
+
+
+def step_decide(*, step, actor, approve, message=""):
+    """Approve or deny an "always ask" tool call. A denial goes back to the model as an error
+    result carrying the optional message; an approval runs the tool, with the message
+    appended to its result."""
+    with transaction.atomic():
+        run = Run.objects.select_for_update().get(pk=step.run_id)
+        thread = Thread.objects.select_for_update().get(pk=step.thread_id)
+        step = Step.objects.select_for_update().get(pk=step.pk)
+        if step.status != StepStatus.AWAITING_APPROVAL or not run.is_active:
+            raise ValidationError("This tool call is no longer waiting for a decision.")
+        step.decision = ApprovalDecision.APPROVED if approve else ApprovalDecision.DENIED
+        step.decision_by = actor
+        step.decision_message = message.strip()
+        step.decided_at = timezone.now()
+        if approve:
+            step.status = StepStatus.QUEUED
+            step.enqueued_at = step.decided_at
+            step.save()
+            _enqueue(step.pk)
+        else:
+            step.save()
+            text = f"The user denied this call to {step.tool_name}."
+            if step.decision_message:
+                text += f" Their message: {step.decision_message}"
+            _record_tool_result(run, thread, step, content=text, is_error=True, latency_ms=0)
+        if run.is_active and not run.steps.filter(status=StepStatus.AWAITING_APPROVAL).exists():
+            run.status = RunStatus.RUNNING
+        run.save()
+        thread.save()
+        audit_record(
+            team=run.team,
+            actor=actor,
+            verb="run.tool_approve" if approve else "run.tool_deny",
+            obj=step,
+            after={"tool": step.tool_name, "message": step.decision_message},
+        )
+    return step
+
+
+# --- executing steps --------------------------------------------------------------------------
+
+
+def step_execute(*, step_id):
+    """Claim and execute one step. Safe to call any number of times for the same id: only a
+    call that finds the step queued does anything."""
+    now = timezone.now()
+    claimed = Step.objects.filter(pk=step_id, status=StepStatus.QUEUED).update(
+        status=StepStatus.RUNNING,
+        attempts=F("attempts") + 1,
+        claimed_at=now,
+        deadline=now + timedelta(seconds=settings.AGENTOPS_STEP_DEADLINE_S),
+        error="",
+    )
+    if not claimed:
+        return None
+    step = Step.objects.select_related("run", "thread", "thread__agent_version__agent").get(
+        pk=step_id
+    )
+    run = step.run
+    if step.attempts > settings.AGENTOPS_STEP_MAX_ATTEMPTS:
+        _fail(
+            step,
+            f"Gave up after {step.attempts - 1} attempts: the step kept being interrupted "
+            "(its worker was lost or timed out each time).",
+        )
+        return step
+    if not run.is_active:
+        _abandon(step, f"Not executed: the run had already ended ({run.get_status_display()}).")
+        return step
+    try:
+        if step.kind == StepKind.MODEL_CALL:
+            _execute_model_step(step)
+        else:
+            _execute_tool_step(step)
+    except Exception as error:
+        # A bug must end the run with a message, not loop through redeliveries.
+        logger.exception("Step %s failed unexpectedly", step_id)
+        _fail(step, f"Internal error while executing this step: {error!r}")
+    return step
+
+
+def _execute_model_step(step):
+    run = step.run
+    budget_message = budget_stop_reason(run)
+    if budget_message:
+        _stop_for_budget(step, budget_message)
+        return
+    if run.status == RunStatus.QUEUED:
+        Run.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
+            status=RunStatus.RUNNING, started_at=timezone.now()
+        )
+    thread = step.thread
+    version = thread.agent_version
+    tools = tools_for_version(version)
+    messages = thread.messages
+    step.request = {
+        "model": version.model,
+        "max_tokens": version.max_tokens,
+        "temperature": version.temperature,
+        "thinking_budget": version.thinking_budget,
+        "tools": [tool["name"] for tool in tools],
+        "messages": len(messages),
+    }
+    try:
+        result = model_call(
+            team=run.team,
+            model=version.model,
+            messages=messages,
+            system=version.system_prompt,
+            tools=tools or None,
+            max_tokens=version.max_tokens,
+            temperature=version.temperature,
+            thinking_budget=version.thinking_budget,
+            step_id=step.pk,
+        )
+    except TransientModelError as error:
+        _retry_or_fail(step, error)
+        return
+    except PermanentModelError as error:
+        _fail(step, f"The model call failed: {error}")
+        return
+    _record_model_result(step, result)
+
+
+def _execute_tool_step(step):
+    thread = step.thread
+    started = time.monotonic()
+    outcome = execute_tool(
+        team=step.run.team,
+        version=thread.agent_version,
+        name=step.tool_name,
+        input=step.request.get("input", {}),
+        step_id=step.pk,
+    )
+    latency_ms = int((time.monotonic() - started) * 1000)
+    content = outcome.content
+    if step.decision == ApprovalDecision.APPROVED and step.decision_message:
+        content = f"{content}\n\nNote from the user who approved this call: {step.decision_message}"
+    with transaction.atomic():
+        run, thread, locked = _lock_for_checkpoint(step)
+        if locked is None:
+            return
+        _record_tool_result(
+            run, thread, locked, content=content, is_error=outcome.is_error, latency_ms=latency_ms
+        )
+        run.save()
+        thread.save()
+
+
+def _lock_for_checkpoint(step):
+    """Lock run, thread and step (always in that order). The step is None when this claim
+    no longer owns it: the sweeper handed it to another worker, whose result counts."""
+    run = Run.objects.select_for_update().get(pk=step.run_id)
+    thread = Thread.objects.select_for_update().get(pk=step.thread_id)
+    locked = Step.objects.select_for_update().get(pk=step.pk)
+    if locked.status != StepStatus.RUNNING or locked.attempts != step.attempts:
+        logger.warning("Discarding a late result for step %s (attempt %s)", step.pk, step.attempts)
+        return run, thread, None
+    return run, thread, locked
+
+
+def _text_of(content):
+    return "\n\n".join(
+        block.get("text", "") for block in content if block.get("type") == "text"
+    ).strip()
+
+
+def _record_model_result(step, result):
+    usage = result.usage or {}
+    input_tokens = int(usage.get("input_tokens") or 0)
+    output_tokens = int(usage.get("output_tokens") or 0)
+    with transaction.atomic():
+        run, thread, locked = _lock_for_checkpoint(step)
+        if locked is None:
+            return
+        now = timezone.now()
+        locked.status = StepStatus.SUCCEEDED
+        locked.request = step.request
+        locked.response = {"content": result.content, "model": result.model}
+        locked.stop_reason = result.stop_reason or ""
+        locked.usage = usage
+        locked.input_tokens = input_tokens
+        locked.output_tokens = output_tokens
+        locked.cost_usd = result.cost_usd or Decimal("0")
+        locked.latency_ms = result.latency_ms
+        locked.request_id = result.request_id or ""
+        locked.finished_at = now
+        locked.save()
+        run.input_tokens += input_tokens
+        run.output_tokens += output_tokens
+        run.cost_usd += locked.cost_usd
+        run.model_calls += 1
+        run.simulated = run.simulated or bool(result.simulated)
+        if run.is_active:
+            thread.turns += 1
+            _continue_after_model(run, thread, locked, result.content)
+        run.save()
+        thread.save()
+
+
+def _continue_after_model(run, thread, step, content):
+    stop_reason = step.stop_reason
+    if stop_reason in ("end_turn", "stop_sequence"):
+        thread.messages = [*thread.messages, {"role": "assistant", "content": content}]
+        _finish_thread(run, thread, output=_text_of(content))
+    elif stop_reason == "tool_use":
+        tool_uses = [block for block in content if block.get("type") == "tool_use"]
+        if not tool_uses:
+            _fail_locked(run, thread, "The model stopped for tool use but asked for no tool.")
+        elif thread.turns >= run.max_turns:
+            _fail_locked(
+                run,
+                thread,
+                f"Stopped at the turn limit: {run.max_turns} model calls without a final answer.",
+            )
+        else:
+            thread.messages = [*thread.messages, {"role": "assistant", "content": content}]
+            _start_tool_steps(run, thread, tool_uses)
+    elif stop_reason == "max_tokens":
+        if thread.continuations < run.max_continuations and thread.turns < run.max_turns:
+            thread.continuations += 1
+            # An unfinished tool_use block cannot be answered: keep only the text so far.
+            partial = [block for block in content if block.get("type") != "tool_use"]
+            if partial:
+                thread.messages = [*thread.messages, {"role": "assistant", "content": partial}]
+            thread.messages = [*thread.messages, {"role": "user", "content": CONTINUE_PROMPT}]
+            _new_step(thread=thread, kind=StepKind.MODEL_CALL, turn=thread.turns + 1)
+        else:
+            limit = thread.agent_version.max_tokens
+            _fail_locked(
+                run,
+                thread,
+                f"The model reached its output limit (max_tokens = {limit}) before finishing. "
+                "Raise the agent's max tokens, or allow continuations for this run.",
+            )
+    elif stop_reason == "pause_turn":
+        if thread.turns >= run.max_turns:
+            _fail_locked(
+                run,
+                thread,
+                f"Stopped at the turn limit: {run.max_turns} model calls without a final answer.",
+            )
+        else:
+            # The API paused a long turn; sending its content back lets the model resume.
+            thread.messages = [*thread.messages, {"role": "assistant", "content": content}]
+            _new_step(thread=thread, kind=StepKind.MODEL_CALL, turn=thread.turns + 1)
+    elif stop_reason == "refusal":
+        text = _text_of(content)
+        _fail_locked(
+            run,
+            thread,
+            "The model refused to continue (stop reason: refusal)."
+            + (f" It said: {text}" if text else ""),
+        )
+    else:
+        _fail_locked(run, thread, f"The model stopped for an unknown reason: {stop_reason!r}.")
+
+
+def _start_tool_steps(run, thread, tool_uses):
+    version = thread.agent_version
+    awaiting = False
+    for block in tool_uses:
+        ask = tool_permission(version, block.get("name", "")) == "ask"
+        awaiting = awaiting or ask
+        _new_step(
+            thread=thread,
+            kind=StepKind.TOOL_CALL,
+            turn=thread.turns,
+            status=StepStatus.AWAITING_APPROVAL if ask else StepStatus.QUEUED,
+            tool_use_id=block.get("id", ""),
+            tool_name=block.get("name", ""),
+            request={"input": block.get("input", {})},
+        )
+    thread.pending_tools = len(tool_uses)
+    if awaiting:
+        run.status = RunStatus.AWAITING_APPROVAL
+
+
+def _record_tool_result(run, thread, step, *, content, is_error, latency_ms):
+    """Record one tool call's result on locked rows; the last of a turn's tool calls sends
+    all results back to the model."""
+    step.status = StepStatus.SUCCEEDED
+    step.response = {"content": content, "is_error": bool(is_error)}
+    step.latency_ms = latency_ms
+    step.finished_at = timezone.now()
+    step.save()
+    run.tool_calls += 1
+    thread.pending_tools = max(thread.pending_tools - 1, 0)
+    if thread.pending_tools or not run.is_active:
+        return
+    results = [
+        {
+            "type": "tool_result",
+            "tool_use_id": done.tool_use_id,
+            "content": done.response.get("content", ""),
+            "is_error": bool(done.response.get("is_error")),
+        }
+        for done in thread.steps.filter(kind=StepKind.TOOL_CALL, turn=thread.turns).order_by(
+            "sequence"
+        )
+    ]
+    thread.messages = [*thread.messages, {"role": "user", "content": results}]
+    _new_step(thread=thread, kind=StepKind.MODEL_CALL, turn=thread.turns + 1)
+
+
+def _finish_thread(run, thread, *, output):
+    thread.status = ThreadStatus.SUCCEEDED
+    thread.output = output
+    if thread.parent_id is None:
+        run.output = output
+        _end_run(run, RunStatus.SUCCEEDED)
+        return
+    parent = Thread.objects.select_for_update().get(pk=thread.parent_id)
+    parent.pending_children = max(parent.pending_children - 1, 0)
+    parent.save(update_fields=["pending_children"])
+    if parent.pending_children == 0:
+        for hook in CHILDREN_FINISHED_HOOKS:
+            hook(parent=parent)
+
+
+def _end_run(run, status, *, error=""):
+    """Give a locked run its final status and close whatever of it is still open."""
+    now = timezone.now()
+    run.status = status
+    run.error = error or run.error
+    run.finished_at = now
+    run.started_at = run.started_at or now
+    run.save()
+    Step.objects.filter(run=run, status__in=OPEN_STEP_STATUSES).update(
+        status=StepStatus.CANCELLED, finished_at=now, error=f"Not executed: run {status.label}."
+    )
+    thread_status = {
+        RunStatus.SUCCEEDED: ThreadStatus.SUCCEEDED,
+        RunStatus.CANCELLED: ThreadStatus.CANCELLED,
+    }.get(status, ThreadStatus.FAILED)
+    Thread.objects.filter(
+        run=run, status__in=[ThreadStatus.ACTIVE, ThreadStatus.WAITING_CHILDREN]
+    ).update(status=thread_status)
+    for hook in RUN_FINISHED_HOOKS:
+        hook(run=run)
+
+
+def _fail_locked(run, thread, message):
+    thread.status = ThreadStatus.FAILED
+    _end_run(run, RunStatus.FAILED, error=message)
+
+
+def _fail(step, message):
+    """Fail a claimed step and its run."""
+    with transaction.atomic():
+        run, thread, locked = _lock_for_checkpoint(step)
+        if locked is None:
+            return
+        locked.status = StepStatus.FAILED
+        locked.error = message
+        locked.finished_at = timezone.now()
+        locked.save()
+        if run.is_active:
+            thread.status = ThreadStatus.FAILED
+            thread.save()
+            _end_run(run, RunStatus.FAILED, error=message)
+
+
+def _abandon(step, message):
+    Step.objects.filter(pk=step.pk, status=StepStatus.RUNNING).update(
+        status=StepStatus.CANCELLED, error=message, finished_at=timezone.now()
+    )
+
+
+def _retry_or_fail(step, error):
+    if step.attempts >= settings.AGENTOPS_STEP_MAX_ATTEMPTS:
+        _fail(
+            step,
+            f"The model call failed {step.attempts} times; giving up. Last error: {error}",
+        )
+        return
+    delay = retry_delay(attempt=step.attempts, retry_after=getattr(error, "retry_after", None))
+    now = timezone.now()
+    with transaction.atomic():
+        run, thread, locked = _lock_for_checkpoint(step)
+        if locked is None:
+            return
+        locked.status = StepStatus.QUEUED
+        locked.error = f"Attempt {step.attempts} failed, retrying in {delay:.1f} s: {error}"
+        locked.enqueued_at = now
+        locked.not_before = now + timedelta(seconds=delay)
+        locked.deadline = None
+        locked.save()
+        run.retries += 1
+        run.save(update_fields=["retries"])
+        _enqueue(locked.pk, countdown=delay)
+
+
+# --- budgets ----------------------------------------------------------------------------------
+
+
+def team_month_usage(team, *, now=None):
+    """Tokens and cost of the team's model calls this calendar month (UTC)."""
+    now = now or timezone.now()
+    month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    totals = Step.objects.filter(
+        run__team=team, kind=StepKind.MODEL_CALL, finished_at__gte=month_start
+    ).aggregate(i=Sum("input_tokens"), o=Sum("output_tokens"), c=Sum("cost_usd"))
+    return {"tokens": (totals["i"] or 0) + (totals["o"] or 0), "cost_usd": totals["c"] or 0}
+
+
+def budget_stop_reason(run):
+    """Why the next model call of `run` may not happen, or "" when it may."""
+    if run.budget_tokens is not None and run.total_tokens >= run.budget_tokens:
+        return (
+            f"Run token budget reached: {run.total_tokens:,} of {run.budget_tokens:,} tokens used."
+        )
+    if run.budget_cost_usd is not None and run.cost_usd >= run.budget_cost_usd:
+        return f"Run cost budget reached: ${run.cost_usd:.4f} of ${run.budget_cost_usd:.4f} spent."
+    budget = TeamBudget.objects.filter(team_id=run.team_id).first()
+    if budget and (budget.monthly_tokens is not None or budget.monthly_cost_usd is not None):
+        used = team_month_usage(run.team)
+        if budget.monthly_tokens is not None and used["tokens"] >= budget.monthly_tokens:
+            return (
+                f"Team monthly token budget reached: {used['tokens']:,} of "
+                f"{budget.monthly_tokens:,} tokens used this month."
+            )
+        if budget.monthly_cost_usd is not None and used["cost_usd"] >= budget.monthly_cost_usd:
+            return (
+                f"Team monthly cost budget reached: ${used['cost_usd']:.2f} of "
+                f"${budget.monthly_cost_usd:.2f} spent this month."
+            )
+    return ""
+
+
+def _stop_for_budget(step, message):
+    with transaction.atomic():
+        run, thread, locked = _lock_for_checkpoint(step)
+        if locked is None:
+            return
+        locked.status = StepStatus.CANCELLED
+        locked.error = f"Not executed: {message}"
+        locked.finished_at = timezone.now()
+        locked.save()
+        if run.is_active:
+            _end_run(run, RunStatus.BUDGET_REACHED, error=message)
+
+
+# --- recovery ---------------------------------------------------------------------------------
+
+
+def steps_sweep(*, now=None, requeue_after_s=None):
+    """Re-queue steps whose worker vanished (running past their deadline) and re-send queued
+    steps whose broker message may be lost. Returns (requeued, resent, failed) counts."""
+    now = now or timezone.now()
+    requeue_after = timedelta(
+        seconds=settings.AGENTOPS_STEP_REQUEUE_AFTER_S
+        if requeue_after_s is None
+        else requeue_after_s
+    )
+    requeued = failed = 0
+    stuck_ids = list(
+        Step.objects.filter(status=StepStatus.RUNNING, deadline__lt=now).values_list(
+            "pk", flat=True
+        )[:500]
+    )
+    for step_id in stuck_ids:
+        with transaction.atomic():
+            step = (
+                Step.objects.select_for_update(skip_locked=True)
+                .filter(pk=step_id, status=StepStatus.RUNNING, deadline__lt=now)
+                .first()
+            )
+            if step is None:
+                continue
+            if step.attempts >= settings.AGENTOPS_STEP_MAX_ATTEMPTS:
+                step.status = StepStatus.FAILED
+                step.error = (
+                    f"Gave up after {step.attempts} attempts: the worker running this step "
+                    "was lost or timed out each time."
+                )
+                step.finished_at = now
+                step.save()
+                run = Run.objects.select_for_update().get(pk=step.run_id)
+                if run.is_active:
+                    _end_run(run, RunStatus.FAILED, error=step.error)
+                failed += 1
+            else:
+                step.status = StepStatus.QUEUED
+                step.error = (
+                    f"Re-queued by the sweeper: attempt {step.attempts} passed its deadline "
+                    "(its worker was lost or too slow)."
+                )
+                step.deadline = None
+                step.enqueued_at = now
+                step.save()
+                Run.objects.filter(pk=step.run_id).update(retries=F("retries") + 1)
+                _enqueue(step.pk)
+                requeued += 1
+    stale_ids = list(
+        Step.objects.filter(status=StepStatus.QUEUED, enqueued_at__lt=now - requeue_after)
+        .filter(Q(not_before__isnull=True) | Q(not_before__lt=now - requeue_after))
+        .values_list("pk", flat=True)[:500]
+    )
+    for step_id in stale_ids:
+        with transaction.atomic():
+            if Step.objects.filter(pk=step_id, status=StepStatus.QUEUED).update(enqueued_at=now):
+                _enqueue(step_id)
+    if requeued or failed or stale_ids:
+        logger.info(
+            "Sweeper: %s re-queued, %s re-sent, %s failed", requeued, len(stale_ids), failed
+        )
+    return requeued, len(stale_ids), failed
+
+
+# --- executing without a worker ---------------------------------------------------------------
+
+
+def run_execute_inline(*, run, max_steps=500):
+    """Execute a run's queued steps in this process, one at a time, until none is queued (or
+    it waits for an approval). For tests, the demo and `run_agent` without a worker. Retry
+    delays are not waited for."""
+    with inline_execution():
+        for _ in range(max_steps):
+            step_id = (
+                Step.objects.filter(run_id=run.pk, status=StepStatus.QUEUED)
+                .order_by("id")
+                .values_list("pk", flat=True)
+                .first()
+            )
+            if step_id is None:
+                break
+            step_execute(step_id=step_id)
+    run.refresh_from_db()
+    return run

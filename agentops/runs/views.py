@@ -1,0 +1,139 @@
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from agentops.agents.models import Agent
+from agentops.pagination import paginate
+from agentops.teams.access import get_for_team, require_editor, require_viewer, team_queryset
+
+from . import services
+from .forms import CompareForm, DecisionForm, RerunForm, RunFilterForm, RunStartForm
+from .models import Run, Step, StepStatus
+
+
+@require_viewer
+def run_list(request):
+    form = RunFilterForm(request.GET or None, team=request.team)
+    runs = form.filter(team_queryset(request, Run).select_related("agent", "agent_version"))
+    page = paginate(request, runs)
+    template = "runs/list.html#runs" if request.htmx else "runs/list.html"
+    return render(request, template, {"form": form, "page": page})
+
+
+def _run_context(run):
+    steps = list(run.steps.select_related("decision_by").order_by("thread_id", "sequence"))
+    return {
+        "run": run,
+        "steps": steps,
+        "awaiting": [s for s in steps if s.status == StepStatus.AWAITING_APPROVAL],
+        "rerun_form": RerunForm(),
+        "compare_form": CompareForm(initial={"a": run.pk}),
+    }
+
+
+@require_viewer
+def run_detail(request, pk):
+    run = get_for_team(
+        request, Run.objects.select_related("agent", "agent_version", "created_by"), pk=pk
+    )
+    # The live region polls this view while the run is active; it gets the fragment only.
+    template = "runs/detail.html#live" if request.htmx else "runs/detail.html"
+    return render(request, template, _run_context(run))
+
+
+@require_editor
+def run_start(request, agent_pk):
+    agent = get_for_team(request, Agent, pk=agent_pk)
+    form = RunStartForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            run = services.run_start(
+                agent=agent,
+                input=data["input"],
+                actor=request.user,
+                budget_tokens=data["budget_tokens"],
+                budget_cost_usd=data["budget_cost_usd"],
+                max_turns=data["max_turns"],
+                max_continuations=data["max_continuations"],
+            )
+        except ValidationError as error:
+            form.add_error(None, error)
+        else:
+            messages.success(request, f"Run {run.pk} started.")
+            return redirect("runs:detail", pk=run.pk)
+    status = 400 if request.method == "POST" else 200
+    return render(request, "runs/start.html", {"agent": agent, "form": form}, status=status)
+
+
+@require_editor
+@require_POST
+def run_cancel(request, pk):
+    run = get_for_team(request, Run, pk=pk)
+    try:
+        services.run_cancel(run=run, actor=request.user)
+    except ValidationError as error:
+        messages.error(request, " ".join(error.messages))
+    else:
+        messages.success(request, f"Run {run.pk} cancelled.")
+    return redirect("runs:detail", pk=run.pk)
+
+
+@require_editor
+@require_POST
+def run_rerun(request, pk):
+    run = get_for_team(request, Run.objects.select_related("agent"), pk=pk)
+    form = RerunForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose the same or the latest version.")
+        return redirect("runs:detail", pk=run.pk)
+    try:
+        new_run = services.run_rerun(
+            run=run,
+            actor=request.user,
+            latest_version=form.cleaned_data["version"] == "latest",
+        )
+    except ValidationError as error:
+        messages.error(request, " ".join(error.messages))
+        return redirect("runs:detail", pk=run.pk)
+    messages.success(request, f"Run {new_run.pk} started as a rerun of run {run.pk}.")
+    return redirect("runs:detail", pk=new_run.pk)
+
+
+@require_editor
+def step_approval(request, pk):
+    """The approval screen for one "always ask" tool call."""
+    step = get_object_or_404(
+        Step.objects.select_related("run__agent", "decision_by").filter(run__team=request.team),
+        pk=pk,
+    )
+    form = DecisionForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        approve = form.cleaned_data["decision"] == "approve"
+        try:
+            services.step_decide(
+                step=step, actor=request.user, approve=approve, message=form.cleaned_data["message"]
+            )
+        except ValidationError as error:
+            messages.error(request, " ".join(error.messages))
+        else:
+            verb = "Approved" if approve else "Denied"
+            messages.success(request, f"{verb} the call to {step.tool_name}.")
+        return redirect("runs:detail", pk=step.run_id)
+    status = 400 if request.method == "POST" else 200
+    return render(request, "runs/approval.html", {"step": step, "form": form}, status=status)
+
+
+@require_viewer
+def run_compare(request):
+    form = CompareForm(request.GET or None)
+    pair = []
+    if form.is_valid():
+        queryset = Run.objects.select_related("agent", "agent_version")
+        pair = [
+            get_for_team(request, queryset, pk=form.cleaned_data["a"]),
+            get_for_team(request, queryset, pk=form.cleaned_data["b"]),
+        ]
+    status = 400 if request.GET and not form.is_valid() else 200
+    return render(request, "runs/compare.html", {"form": form, "pair": pair}, status=status)

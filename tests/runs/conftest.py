@@ -1,0 +1,150 @@
+"""Fixtures for the run engine: agents with test tools, the in-process simulator, and a
+synchronous, bounded drain of queued steps (no worker needed)."""
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from agentops.agents.services import agent_create, allowlist_entry_add, webhook_tool_create
+from agentops.agents.tools import ToolOutcome, ToolSpec, registry
+from agentops.llm.client import simulator_transport
+from agentops.runs import services
+
+CALLS = []
+
+
+def _weather(context, tool_input):
+    CALLS.append(("get_weather", tool_input))
+    return ToolOutcome(content=f"Sunny and 21 °C in {tool_input['city']}.")
+
+
+def _stock(context, tool_input):
+    CALLS.append(("get_stock", tool_input))
+    return ToolOutcome(content=f"{tool_input['sku']}: 42 in stock.")
+
+
+TEST_TOOLS = [
+    ToolSpec(
+        name="get_weather",
+        description="Current weather for a city.",
+        input_schema={
+            "type": "object",
+            "properties": {"city": {"type": "string", "minLength": 1}},
+            "required": ["city"],
+        },
+        run=_weather,
+    ),
+    ToolSpec(
+        name="get_stock",
+        description="Units in stock for a product SKU.",
+        input_schema={
+            "type": "object",
+            "properties": {"sku": {"type": "string", "minLength": 1}},
+            "required": ["sku"],
+        },
+        run=_stock,
+    ),
+]
+for _spec in TEST_TOOLS:
+    if registry.get(_spec.name) is None:
+        registry.register(_spec)
+
+
+@pytest.fixture(autouse=True)
+def _generous_rate_limits(settings):
+    # The suite shares one simulator key; its default per-minute limits are not under test.
+    settings.AGENTOPS_RATE_DEFAULT_RPM = 100_000
+    settings.AGENTOPS_RATE_DEFAULT_ITPM = 100_000_000
+    settings.AGENTOPS_RATE_DEFAULT_OTPM = 100_000_000
+
+
+@pytest.fixture
+def tool_calls():
+    CALLS.clear()
+    return CALLS
+
+
+@pytest.fixture
+def sim():
+    """The in-process simulator the engine talks to, emptied of earlier requests."""
+    transport = simulator_transport()
+    transport.clear()
+    yield transport
+    transport.clear()
+
+
+@pytest.fixture
+def make_agent(team_a, alice):
+    counter = {"n": 0}
+
+    def make(*, tools=(), max_tokens=1024, name=None, team=None, actor=None, **extra):
+        counter["n"] += 1
+        return agent_create(
+            team=team or team_a,
+            actor=actor or alice,
+            name=name or f"Agent {counter['n']}",
+            model="claude-sonnet-4-5",
+            system_prompt="You are a helpful assistant.",
+            max_tokens=max_tokens,
+            tools=list(tools),
+            **extra,
+        )
+
+    return make
+
+
+@pytest.fixture
+def drain():
+    """Execute a run's queued steps in this process, deterministically and bounded."""
+
+    def run_it(run, max_steps=100):
+        return services.run_execute_inline(run=run, max_steps=max_steps)
+
+    return run_it
+
+
+class _FailingHandler(BaseHTTPRequestHandler):
+    received_steps = None
+
+    def do_POST(self):  # noqa: N802 - the stdlib's name
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.received_steps.append(self.headers.get("X-Agentops-Step"))
+        body = b'{"error": "order service is down"}'
+        self.send_response(500)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def failing_webhook(team_a, alice):
+    """A team webhook tool whose endpoint answers HTTP 500; `.received_steps` lists the
+    X-Agentops-Step header of each call."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FailingHandler)
+    server.received_steps = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    allowlist_entry_add(team=team_a, actor=alice, host="127.0.0.1", allow_private=True)
+    tool = webhook_tool_create(
+        team=team_a,
+        actor=alice,
+        name="lookup_order",
+        description="Look up an order by its number.",
+        input_schema={
+            "type": "object",
+            "properties": {"order": {"type": "string"}},
+            "required": ["order"],
+        },
+        url=f"http://127.0.0.1:{server.server_port}/hook",
+        secret="webhook-secret-for-tests",
+        timeout_s=5,
+    )
+    tool.received_steps = server.received_steps
+    yield tool
+    server.shutdown()
+    server.server_close()
