@@ -89,6 +89,7 @@ INSTALLED_APPS = [
     "agentops.agents",
     "agentops.llm",
     "agentops.runs",
+    "agentops.workflows",
 ]
 
 MIDDLEWARE = [
