@@ -50,12 +50,7 @@ SECTIONS = [
         "Memory stores with curated memories, and the dreams that propose changes to "
         "them for your approval.",
     ),
-    Section(
-        "usage",
-        "Usage",
-        "section-usage",
-        "Tokens and cost by day, agent and model, and the current rate-limit state.",
-    ),
+    Section("usage", "Usage", "llm:usage"),
     Section("settings", "Settings", "teams:settings", namespaces=("teams", "llm")),
 ]
 

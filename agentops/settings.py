@@ -5,11 +5,14 @@ filesystem broker transport, the in-process simulator as the model. DATABASE_URL
 DJANGO_SECRET_KEY, DJANGO_DEBUG and DJANGO_ALLOWED_HOSTS switch to production.
 """
 
+import base64
+import hashlib
 import os
 from pathlib import Path
 from urllib.parse import urlparse
 
 import dj_database_url
+from cryptography.fernet import Fernet
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("AGENTOPS_VAR_DIR", BASE_DIR / "var"))
@@ -291,9 +294,37 @@ AGENTOPS_SWEEP_INTERVAL_S = _env_int("AGENTOPS_SWEEP_INTERVAL_S", 30, minimum=1)
 # Pages that list things show this many rows at a time.
 PAGE_SIZE = 25
 
-# Secrets stored by agentops (webhook signing secrets) are Fernet-encrypted with this key;
-# unset, a key derived from SECRET_KEY is used. Comma-separated keys rotate (newest first).
+# The model layer (agentops.llm). A team's API key is stored encrypted with Fernet; several
+# comma-separated keys let you rotate: the first encrypts, all of them decrypt.
 AGENTOPS_FERNET_KEY = os.environ.get("AGENTOPS_FERNET_KEY", "")
+if not AGENTOPS_FERNET_KEY:
+    if not DEBUG:
+        _stop(
+            "AGENTOPS_FERNET_KEY is required when DJANGO_DEBUG=0; generate one with: python -c "
+            '"from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
+        )
+    AGENTOPS_FERNET_KEY = base64.urlsafe_b64encode(
+        hashlib.sha256(b"agentops-fernet:" + SECRET_KEY.encode()).digest()
+    ).decode()
+for _fernet_key in AGENTOPS_FERNET_KEY.split(","):
+    try:
+        Fernet(_fernet_key.strip().encode())
+    except ValueError:
+        _stop("AGENTOPS_FERNET_KEY must be 32 url-safe base64-encoded bytes (a Fernet key)")
+# Without a team key this key is used; without either, the in-process simulator answers.
+# ANTHROPIC_BASE_URL points the SDK elsewhere, e.g. at `manage.py simulator`.
+ANTHROPIC_API_KEY = os.environ.get("ANTHROPIC_API_KEY", "")
+ANTHROPIC_BASE_URL = os.environ.get("ANTHROPIC_BASE_URL", "")
+AGENTOPS_MODEL_TIMEOUT_S = _env_int("AGENTOPS_MODEL_TIMEOUT_S", 120, minimum=1)
+# How long a call may wait for rate budget before its step fails, and how many seconds of
+# each per-minute budget may be spent at once (60 = a full minute, as Anthropic's buckets).
+AGENTOPS_RATE_MAX_WAIT_S = _env_int("AGENTOPS_RATE_MAX_WAIT_S", 120, minimum=0)
+AGENTOPS_RATE_BURST_S = _env_int("AGENTOPS_RATE_BURST_S", 60, minimum=1)
+# Limits for a model no team has configured: requests, input and output tokens per minute.
+AGENTOPS_RATE_DEFAULT_RPM = _env_int("AGENTOPS_RATE_DEFAULT_RPM", 50, minimum=1)
+AGENTOPS_RATE_DEFAULT_ITPM = _env_int("AGENTOPS_RATE_DEFAULT_ITPM", 30000, minimum=1)
+AGENTOPS_RATE_DEFAULT_OTPM = _env_int("AGENTOPS_RATE_DEFAULT_OTPM", 8000, minimum=1)
+AGENTOPS_RETRY_MAX_DELAY_S = _env_int("AGENTOPS_RETRY_MAX_DELAY_S", 60, minimum=1)
 
 # Limits of the tools agents call (agentops.agents.tools).
 AGENTOPS_TOOL_HTTP_TIMEOUT_S = float(_env_int("AGENTOPS_TOOL_HTTP_TIMEOUT_S", 10, minimum=1))

@@ -11,6 +11,7 @@ from .conversation import SimulatorRequestError, parse_request
 from .core import count_tokens, simulate_messages
 from .faults import error_body
 from .ratelimit import RateLimiter, RateLimits
+from .streaming import message_events
 from .tokens import PromptCache, count_input_tokens
 
 STEP_HEADER = "x-agentops-step"
@@ -115,6 +116,9 @@ class SimulatorApp:
             output_tokens=usage["output_tokens"],
             cache_read_tokens=usage["cache_read_input_tokens"],
         )
+        if body.get("stream"):
+            events = message_events(message)
+            return ApiResponse(200, {"content-type": "text/event-stream", **headers}, events)
         return _ok(message, headers)
 
     def _count(self, raw: bytes) -> ApiResponse:

@@ -1,6 +1,8 @@
 """Parse and validate a Messages API request body into what the roles need."""
 
+import base64
 import hashlib
+import hmac
 import re
 from dataclasses import dataclass, field
 
@@ -9,6 +11,15 @@ from .tokens import canonical_json
 MARKER_RE = re.compile(r"\[sim:([a-z_]+)\]")
 MARKERS = ("refusal", "pause_turn", "max_tokens", "stop_sequence", "context_window")
 URL_RE = re.compile(r"https?://[^\s<>\"')\]]+")
+
+
+SIGNATURE_KEY = b"agentops-simulator"
+
+
+def sign_thinking(text: str) -> str:
+    """The signature of a thinking block; the API checks it when the block comes back."""
+    mac = hmac.new(SIGNATURE_KEY, text.encode(), hashlib.sha256).digest()
+    return "sim-" + base64.b64encode(mac).decode()
 
 
 class SimulatorRequestError(Exception):
@@ -121,6 +132,17 @@ def _validate_messages(messages) -> None:
                 _check(
                     isinstance(block, dict) and isinstance(block.get("type"), str),
                     f"messages.{index}.content.{position}: each block needs a type",
+                )
+    for index, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        for position, block in enumerate(blocks_of(message)):
+            if block.get("type") == "thinking":
+                _check(
+                    hmac.compare_digest(
+                        str(block.get("signature", "")), sign_thinking(str(block.get("thinking")))
+                    ),
+                    f"messages.{index}.content.{position}: Invalid `signature` in `thinking` block",
                 )
     # Every tool_use must be answered in the very next message, and only those ids.
     for index, message in enumerate(messages):

@@ -1,11 +1,9 @@
 """The pure core: answer a Messages API request body with a Message, deterministically."""
 
-import base64
 import hashlib
-import hmac
 
 from .catalogue import context_window, min_cache_tokens
-from .conversation import SimulatorRequestError, parse_request
+from .conversation import SimulatorRequestError, parse_request, sign_thinking
 from .roles import choose_role
 from .tokens import (
     PromptCache,
@@ -16,16 +14,9 @@ from .tokens import (
     truncate_to_tokens,
 )
 
-SIGNATURE_KEY = b"agentops-simulator"
-
 
 def _thinking_block(text: str) -> dict:
-    mac = hmac.new(SIGNATURE_KEY, text.encode(), hashlib.sha256).digest()
-    return {
-        "type": "thinking",
-        "thinking": text,
-        "signature": "sim-" + base64.b64encode(mac).decode(),
-    }
+    return {"type": "thinking", "thinking": text, "signature": sign_thinking(text)}
 
 
 def _half(text: str) -> str:
@@ -120,10 +111,9 @@ def simulate_messages(body: dict, *, seed: int = 0, prompt_cache: PromptCache | 
     The same body and seed always give the same content. `prompt_cache` (shared by a
     transport or server) turns repeated cached prefixes into cache reads; without it every
     cacheable prefix is billed as a cache write. Raises SimulatorRequestError for a request
-    the API would reject.
+    the API would reject. `stream` does not change the result: the transport and server
+    replay it as server-sent events (streaming.message_events).
     """
-    if isinstance(body, dict) and body.get("stream"):
-        raise SimulatorRequestError("The simulator does not support streaming; send stream=false.")
     conversation = parse_request(body, seed=seed)
     total_input = count_input_tokens(body)
     window = context_window(conversation.model)

@@ -1,0 +1,524 @@
+"""The model layer's services: the one model call, API keys, rate limits, usage.
+
+`model_call` is the only way agentops talks to a model. It is synchronous, makes exactly one
+Messages API request (the SDK's retries are off and it does not retry either: the run engine
+decides, using `retry_delay`), waits for rate budget first, and writes one ModelCallRecord
+afterwards. It must never run inside a database transaction.
+"""
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Count, Sum
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+
+from agentops.teams.services import audit_record
+
+from .catalogue import cost_of, model_choices, price_for  # noqa: F401  (re-exported)
+from .client import (  # noqa: F401  (re-exported)
+    Credential,
+    Source,
+    client_for_credential,
+    client_for_team,
+    credential_for_team,
+    forget_clients,
+    uses_simulator,
+)
+from .crypto import encrypt, fingerprint
+from .errors import classify, scrub
+from .models import CallStatus, KeyTestStatus, ModelCallRecord, RateLimit, TeamCredential
+from .ratelimit import HEADER_PREFIX, Limits, bucket_name, get_limiter
+from .retry import retry_delay  # noqa: F401  (re-exported)
+from .types import (  # noqa: F401  (re-exported)
+    ModelError,
+    ModelResult,
+    PermanentModelError,
+    RateBudgetExhausted,
+    TransientModelError,
+)
+
+log = logging.getLogger(__name__)
+
+STEP_HEADER = "X-Agentops-Step"
+# The in-process simulator has no account limits; these keep its bucket out of the way.
+SIMULATOR_LIMITS = Limits(rpm=4_000, itpm=2_000_000, otpm=400_000)
+# Characters per token for the input estimate. Deliberately low (real text runs 3.5-4), so
+# the reservation is rarely short; the difference is refunded when the usage is known.
+CHARS_PER_TOKEN_ESTIMATE = 3
+USAGE_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+)
+
+
+class ModelCallInTransaction(RuntimeError):
+    pass
+
+
+def _in_transaction():
+    # Test cases wrap each test in atomic blocks marked _from_testcase; those do not count.
+    return any(not getattr(block, "_from_testcase", False) for block in connection.atomic_blocks)
+
+
+def _text_length(value):
+    if isinstance(value, str):
+        return len(value)
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+
+
+def estimate_input_tokens(*, system="", messages=(), tools=None):
+    chars = _text_length(system or "") + _text_length(list(messages)) + _text_length(tools or [])
+    return math.ceil(chars / CHARS_PER_TOKEN_ESTIMATE) + 4 * (len(messages) + 1)
+
+
+def limits_for(team, model, credential) -> Limits:
+    """The team's budget for this model: its row, its catch-all row, or the default."""
+    rows = {r.model: r for r in RateLimit.objects.filter(team=team, model__in=[model, ""])}
+    row = rows.get(model) or rows.get("")
+    if row is not None:
+        return Limits(row.rpm, row.itpm, row.otpm)
+    return default_limits(credential)
+
+
+def default_limits(credential) -> Limits:
+    """Limits for a model the team has not configured."""
+    if credential.source == Source.SIMULATOR:
+        return SIMULATOR_LIMITS
+    return Limits(
+        settings.AGENTOPS_RATE_DEFAULT_RPM,
+        settings.AGENTOPS_RATE_DEFAULT_ITPM,
+        settings.AGENTOPS_RATE_DEFAULT_OTPM,
+    )
+
+
+def _ratelimit_headers(headers):
+    if headers is None:
+        return {}
+    wanted = ("anthropic-ratelimit-", "retry-after")
+    return {k.lower(): v for k, v in headers.items() if k.lower().startswith(wanted)}
+
+
+def _usage_dict(usage):
+    return {name: int(getattr(usage, name, 0) or 0) for name in USAGE_FIELDS}
+
+
+@dataclass
+class CallOutcome:
+    """What `execute_call` knows after one attempt, success or not (for records and bench)."""
+
+    result: ModelResult | None = None
+    error: ModelError | None = None
+    waited_ms: int = 0
+    latency_ms: int = 0
+    admitted_at: float = 0.0  # time.time() when the request was sent
+
+
+def execute_call(
+    *,
+    credential: Credential,
+    client,
+    limiter,
+    limits: Limits,
+    model,
+    messages,
+    system="",
+    tools=None,
+    tool_choice=None,
+    max_tokens,
+    temperature=None,
+    thinking_budget=None,
+    step_id=None,
+    max_wait_s,
+    sleep=time.sleep,
+) -> CallOutcome:
+    """Admission, one request, settlement. Needs no database: the bench drives it directly."""
+    outcome = CallOutcome()
+    reservation = limiter.reserve(
+        bucket=bucket_name(credential.bucket_id, model),
+        limits=limits,
+        input_tokens=estimate_input_tokens(system=system, messages=messages, tools=tools),
+        output_tokens=max_tokens,
+        max_wait_s=max_wait_s,
+    )
+    if reservation.wait_s > 0:
+        sleep(reservation.wait_s)
+    outcome.waited_ms = int(reservation.wait_s * 1000)
+    outcome.admitted_at = time.time()
+
+    params = {"model": model, "messages": messages, "max_tokens": max_tokens}
+    if system:
+        params["system"] = system
+    if tools:
+        params["tools"] = tools
+    if tool_choice:
+        params["tool_choice"] = tool_choice
+    if temperature is not None:
+        # This SDK dropped `temperature` from create() (newer models reject sampling
+        # parameters); models that still accept it get it in the body.
+        params["extra_body"] = {"temperature": temperature}
+    if thinking_budget:
+        params["thinking"] = {"type": "enabled", "budget_tokens": thinking_budget}
+    if step_id is not None:
+        params["extra_headers"] = {STEP_HEADER: str(step_id)}
+
+    started = time.monotonic()
+    try:
+        raw = client.messages.with_raw_response.create(**params)
+        message = raw.parse()
+        content = [block.model_dump(mode="json", exclude_none=True) for block in message.content]
+    except Exception as exc:  # every failure is classified once, here
+        outcome.latency_ms = int((time.monotonic() - started) * 1000)
+        error = classify(exc, secrets=(credential.api_key,))
+        response = getattr(exc, "response", None)
+        headers = response.headers if response is not None else None
+        rejected = error.status == 429
+        limiter.settle(
+            reservation,
+            # A 429 was not counted by the server; any other failure may have used input.
+            input_tokens=0 if rejected else None,
+            output_tokens=0,
+            headers=headers,
+            hold_s=(error.retry_after or 1.0) if rejected else 0.0,
+        )
+        outcome.error = error
+        return outcome
+    outcome.latency_ms = int((time.monotonic() - started) * 1000)
+    usage = _usage_dict(message.usage)
+    # Cache reads do not count towards the input-token budget; cache writes do.
+    limiter.settle(
+        reservation,
+        input_tokens=usage["input_tokens"] + usage["cache_creation_input_tokens"],
+        output_tokens=usage["output_tokens"],
+        headers=raw.headers,
+    )
+    outcome.result = ModelResult(
+        content=content,
+        stop_reason=message.stop_reason or "",
+        usage=usage,
+        cost_usd=cost_of(message.model or model, usage),
+        latency_ms=outcome.latency_ms,
+        request_id=raw.headers.get("request-id", "") or "",
+        model=message.model or model,
+        ratelimit=_ratelimit_headers(raw.headers),
+        simulated=credential.simulated,
+        waited_ms=outcome.waited_ms,
+    )
+    return outcome
+
+
+def model_call(
+    *,
+    team,
+    model: str,
+    messages: list[dict],
+    system: str = "",
+    tools: list[dict] | None = None,
+    tool_choice: dict | None = None,
+    max_tokens: int,
+    temperature: float | None = None,
+    thinking_budget: int | None = None,
+    step_id: int | str | None = None,
+    max_wait_s: float | None = None,
+    agent_id: int | None = None,
+    usage_label: str = "",
+) -> ModelResult:
+    """One Messages API call for `team`, admitted by the shared rate limiter.
+
+    Waits up to `max_wait_s` (default settings.AGENTOPS_RATE_MAX_WAIT_S) for budget, then
+    raises RateBudgetExhausted. Raises TransientModelError or PermanentModelError when the
+    call fails; never retries. Writes one ModelCallRecord (with `agent_id` and
+    `usage_label`, for the usage page) whatever the outcome, except when no budget was
+    granted.
+    """
+    if _in_transaction():
+        raise ModelCallInTransaction("model_call must not run inside a database transaction")
+    credential = credential_for_team(team)
+    outcome = execute_call(
+        credential=credential,
+        client=client_for_credential(credential),
+        limiter=get_limiter(),
+        limits=limits_for(team, model, credential),
+        model=model,
+        messages=messages,
+        system=system,
+        tools=tools,
+        tool_choice=tool_choice,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        thinking_budget=thinking_budget,
+        step_id=step_id,
+        max_wait_s=settings.AGENTOPS_RATE_MAX_WAIT_S if max_wait_s is None else max_wait_s,
+    )
+    _record(team, model, outcome, credential, agent_id, usage_label, step_id)
+    if outcome.error is not None:
+        log.warning(
+            "model call failed: team=%s model=%s kind=%s status=%s",
+            team.pk,
+            model,
+            outcome.error.kind,
+            outcome.error.status,
+        )
+        raise outcome.error
+    return outcome.result
+
+
+def _record(team, model, outcome, credential, agent_id, label, step_id):
+    result, error = outcome.result, outcome.error
+    usage = result.usage if result else {}
+    ModelCallRecord.objects.create(
+        team=team,
+        model=result.model if result else model,
+        agent_id=agent_id,
+        label=label[:80],
+        step_id="" if step_id is None else str(step_id)[:64],
+        status=CallStatus.OK if result else CallStatus.ERROR,
+        error_kind=error.kind if error else "",
+        cost_usd=result.cost_usd if result else Decimal(0),
+        latency_ms=outcome.latency_ms,
+        waited_ms=outcome.waited_ms,
+        request_id=(result.request_id if result else error.request_id)[:120],
+        simulated=credential.simulated,
+        **{name: usage.get(name, 0) for name in USAGE_FIELDS},
+    )
+
+
+# --- API keys ---------------------------------------------------------------------------
+
+
+def _credential_row(team):
+    row, _ = TeamCredential.objects.get_or_create(team=team)
+    return row
+
+
+@transaction.atomic
+def api_key_save(*, team, actor, api_key: str):
+    """Store (or replace) the team's key, encrypted. The audit row names only its last 4."""
+    api_key = api_key.strip()
+    row = TeamCredential.objects.select_for_update().filter(team=team).first() or (
+        _credential_row(team)
+    )
+    rotated = row.has_key
+    before = {"key": row.masked_key} if rotated else {}
+    row.encrypted_key = encrypt(api_key)
+    row.key_last4 = api_key[-4:]
+    row.key_fingerprint = fingerprint(api_key)
+    row.key_updated_at = timezone.now()
+    row.key_updated_by = actor
+    _reset_test(row)
+    row.save()
+    audit_record(
+        team=team,
+        actor=actor,
+        verb="model_key.rotate" if rotated else "model_key.add",
+        obj=row,
+        before=before,
+        after={"key": row.masked_key},
+    )
+    transaction.on_commit(forget_clients)
+    return row
+
+
+@transaction.atomic
+def api_key_remove(*, team, actor):
+    row = TeamCredential.objects.select_for_update().filter(team=team).first()
+    if row is None or not row.has_key:
+        return row
+    before = {"key": row.masked_key}
+    row.encrypted_key = ""
+    row.key_last4 = ""
+    row.key_fingerprint = ""
+    row.key_updated_at = timezone.now()
+    row.key_updated_by = actor
+    _reset_test(row)
+    row.save()
+    audit_record(team=team, actor=actor, verb="model_key.remove", obj=row, before=before)
+    transaction.on_commit(forget_clients)
+    return row
+
+
+def _reset_test(row):
+    row.test_status = KeyTestStatus.UNTESTED
+    row.test_kind = ""
+    row.test_message = ""
+    row.tested_at = None
+    row.tested_source = ""
+    row.available_models = []
+
+
+@transaction.atomic
+def api_key_test_start(*, team, actor):
+    """Mark the test pending and queue `llm_test_key` (which gets the team id only)."""
+    from .tasks import llm_test_key
+
+    row = TeamCredential.objects.select_for_update().filter(team=team).first() or (
+        _credential_row(team)
+    )
+    row.test_status = KeyTestStatus.PENDING
+    row.test_kind = ""
+    row.test_message = ""
+    row.save(update_fields=["test_status", "test_kind", "test_message"])
+    audit_record(team=team, actor=actor, verb="model_key.test", obj=row)
+    llm_test_key.delay_on_commit(team.pk)
+    return row
+
+
+def api_key_test_run(*, team):
+    """List the models with the team's current credential and store the outcome.
+
+    Runs in the worker. The Models API is used because it proves the key without spending
+    tokens or message budget. The result is discarded if the key changed meanwhile.
+    """
+    started_with = _credential_row(team).key_fingerprint
+    credential = credential_for_team(team)
+    models, error = [], None
+    try:
+        client = client_for_credential(credential)
+        for info in client.models.list(limit=100):
+            models.append({"id": info.id, "name": getattr(info, "display_name", "") or info.id})
+    except Exception as exc:  # classified and stored, never raised into the worker
+        error = classify(exc, secrets=(credential.api_key,))
+    with transaction.atomic():
+        row = TeamCredential.objects.select_for_update().filter(team=team).first()
+        if row is None or row.key_fingerprint != started_with:
+            return row
+        row.tested_at = timezone.now()
+        row.tested_source = credential.source
+        if error is None:
+            row.test_status = KeyTestStatus.OK
+            row.test_kind = ""
+            row.test_message = f"{len(models)} models available"
+            row.available_models = models
+        else:
+            row.test_status = KeyTestStatus.FAILED
+            row.test_kind = error.kind
+            row.test_message = scrub(error.message, (credential.api_key,))[:300]
+            row.available_models = []
+        row.save()
+        audit_record(
+            team=team,
+            actor=None,
+            actor_label="key test",
+            verb="model_key.tested",
+            obj=row,
+            after={"status": row.test_status, "kind": row.test_kind},
+        )
+    return row
+
+
+# --- rate limits ------------------------------------------------------------------------
+
+
+@transaction.atomic
+def rate_limit_save(*, team, actor, model, rpm, itpm, otpm, rate_limit=None):
+    before = {}
+    if rate_limit is None:
+        rate_limit = RateLimit(team=team, model=model)
+        verb = "rate_limit.add"
+    else:
+        before = {
+            "model": rate_limit.model,
+            "rpm": rate_limit.rpm,
+            "itpm": rate_limit.itpm,
+            "otpm": rate_limit.otpm,
+        }
+        rate_limit.model = model
+        verb = "rate_limit.change"
+    rate_limit.rpm, rate_limit.itpm, rate_limit.otpm = rpm, itpm, otpm
+    rate_limit.full_clean()
+    rate_limit.save()
+    audit_record(
+        team=team,
+        actor=actor,
+        verb=verb,
+        obj=rate_limit,
+        before=before,
+        after={"model": model, "rpm": rpm, "itpm": itpm, "otpm": otpm},
+    )
+    return rate_limit
+
+
+@transaction.atomic
+def rate_limit_delete(*, rate_limit, actor):
+    audit_record(
+        team=rate_limit.team,
+        actor=actor,
+        verb="rate_limit.delete",
+        obj=rate_limit,
+        before={
+            "model": rate_limit.model,
+            "rpm": rate_limit.rpm,
+            "itpm": rate_limit.itpm,
+            "otpm": rate_limit.otpm,
+        },
+    )
+    rate_limit.delete()
+
+
+def rate_limit_state(*, team, models):
+    """The live state of the team's buckets for these models (for the usage page)."""
+    credential = credential_for_team(team)
+    limiter = get_limiter()
+    rows = []
+    for model in models:
+        limits = limits_for(team, model, credential)
+        state = limiter.state(bucket=bucket_name(credential.bucket_id, model), limits=limits)
+        server = state["server"]
+        for budget in state["budgets"]:
+            prefix = HEADER_PREFIX[budget["name"]]
+            budget["server_limit"] = server.get(f"{prefix}-limit", "")
+            budget["server_remaining"] = server.get(f"{prefix}-remaining", "")
+        rows.append({"model": model, **state})
+    return rows
+
+
+# --- usage ------------------------------------------------------------------------------
+
+
+def usage_summary(*, calls):
+    """Totals by day, agent and model over a ModelCallRecord queryset."""
+    totals = {
+        "calls": Count("id"),
+        "input_tokens": Sum("input_tokens"),
+        "output_tokens": Sum("output_tokens"),
+        "cache_read": Sum("cache_read_input_tokens"),
+        "cache_write": Sum("cache_creation_input_tokens"),
+        "cost": Sum("cost_usd"),
+    }
+    by_day = list(
+        calls.annotate(day=TruncDate("created_at")).values("day").annotate(**totals).order_by("day")
+    )
+    by_agent = list(
+        calls.values("agent_id", "agent__name", "label").annotate(**totals).order_by("-cost")
+    )
+    by_model = list(calls.values("model").annotate(**totals).order_by("-cost"))
+    overall = calls.aggregate(**totals)
+    return {"by_day": by_day, "by_agent": by_agent, "by_model": by_model, "overall": overall}
+
+
+def daily_series(by_day, *, since, until):
+    """One entry per day in [since, until], zero-filled, for the chart."""
+    found = {row["day"]: row for row in by_day}
+    series = []
+    day = since
+    while day <= until:
+        row = found.get(day) or {}
+        series.append(
+            {
+                "day": day,
+                "cost": row.get("cost") or Decimal(0),
+                "tokens": (row.get("input_tokens") or 0) + (row.get("output_tokens") or 0),
+                "calls": row.get("calls") or 0,
+            }
+        )
+        day += timedelta(days=1)
+    return series

@@ -1,0 +1,192 @@
+"""model_call through the real SDK against the in-process simulator."""
+
+from decimal import Decimal
+
+import pytest
+from django.db import transaction
+
+from agentops.llm import services
+from agentops.llm.models import CallStatus, ModelCallRecord, RateLimit
+from agentops.llm.types import (
+    ModelResult,
+    PermanentModelError,
+    RateBudgetExhausted,
+    TransientModelError,
+)
+
+MODEL = "claude-haiku-4-5"
+FETCH_TOOL = {
+    "name": "fetch_page",
+    "description": "Fetch a web page and return its text.",
+    "input_schema": {
+        "type": "object",
+        "properties": {"url": {"type": "string"}},
+        "required": ["url"],
+    },
+}
+
+
+def ask(team, text="Give me three names for a bakery", **kwargs):
+    kwargs.setdefault("max_tokens", 256)
+    return services.model_call(
+        team=team, model=MODEL, messages=[{"role": "user", "content": text}], **kwargs
+    )
+
+
+def test_text_call_returns_blocks_usage_cost_and_headers(team_a, sim):
+    result = ask(team_a, system="You are terse.", step_id=42, usage_label="unit test")
+    assert isinstance(result, ModelResult)
+    assert result.stop_reason == "end_turn"
+    assert result.content[0]["type"] == "text" and result.text
+    assert result.usage["input_tokens"] > 0 and result.usage["output_tokens"] > 0
+    assert set(result.usage) == set(services.USAGE_FIELDS)
+    assert result.cost_usd == services.cost_of(MODEL, result.usage) > 0
+    assert result.request_id
+    assert result.simulated
+    assert "anthropic-ratelimit-requests-remaining" in result.ratelimit
+    sent = sim.received[-1]
+    assert sent.headers["x-agentops-step"] == "42"
+    assert sent.body["system"] == "You are terse."
+    record = ModelCallRecord.objects.get()
+    assert record.team == team_a and record.status == CallStatus.OK
+    assert record.label == "unit test" and record.step_id == "42"
+    assert record.cost_usd == result.cost_usd
+    assert record.input_tokens == result.usage["input_tokens"]
+
+
+def test_tool_use_round_trip(team_a, sim):
+    question = "Please fetch_page https://docs.example.org/guide and say what it says"
+    first = ask(team_a, question, tools=[FETCH_TOOL])
+    assert first.stop_reason == "tool_use"
+    call = first.tool_uses[0]
+    assert call["name"] == "fetch_page" and call["input"]["url"].startswith("https://")
+    second = services.model_call(
+        team=team_a,
+        model=MODEL,
+        max_tokens=512,
+        tools=[FETCH_TOOL],
+        messages=[
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": first.content},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": call["id"], "content": "Blue-green."}
+                ],
+            },
+        ],
+    )
+    assert second.stop_reason == "end_turn"
+    assert second.text
+    # The assistant turn went back exactly as it came: JSON-safe blocks round-trip.
+    assert sim.received[-1].body["messages"][1]["content"] == first.content
+
+
+def test_thinking_and_temperature_are_sent(team_a, sim):
+    ask(team_a, max_tokens=2048, thinking_budget=1024)
+    assert sim.received[-1].body["thinking"] == {"type": "enabled", "budget_tokens": 1024}
+    ask(team_a, temperature=0.2)
+    assert sim.received[-1].body["temperature"] == 0.2
+    assert "thinking" not in sim.received[-1].body
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "error_class"),
+    [
+        (400, "invalid_request", PermanentModelError),
+        (401, "authentication", PermanentModelError),
+        (403, "permission", PermanentModelError),
+        (404, "not_found", PermanentModelError),
+        (413, "request_too_large", PermanentModelError),
+        (429, "rate_limited", TransientModelError),
+        (500, "server_error", TransientModelError),
+        (503, "unavailable", TransientModelError),
+        (529, "overloaded", TransientModelError),
+    ],
+)
+def test_every_status_is_classified(team_a, sim, status, kind, error_class):
+    sim.fail_next(status, retry_after=7 if status in (429, 529) else None)
+    with pytest.raises(error_class) as caught:
+        ask(team_a)
+    error = caught.value
+    assert error.kind == kind and error.status == status
+    assert error.transient is (error_class is TransientModelError)
+    if status in (429, 529):
+        assert error.retry_after == 7
+    else:
+        assert error.retry_after is None or error_class is TransientModelError
+    record = ModelCallRecord.objects.get()
+    assert record.status == CallStatus.ERROR and record.error_kind == kind
+    assert record.cost_usd == Decimal(0)
+    assert len(sim.received) == 1  # the SDK did not retry
+
+
+def test_spend_limit_429_is_permanent(team_a, sim):
+    sim.fail_next(
+        429, error_code="enforced_spend_limit_reached", message="Monthly spend limit reached."
+    )
+    with pytest.raises(PermanentModelError) as caught:
+        ask(team_a)
+    assert caught.value.kind == "spend_limit"
+    assert caught.value.retry_after is None
+    assert not caught.value.transient
+
+
+@pytest.mark.parametrize(
+    ("fault", "kind"),
+    [
+        ("drop", "connection"),
+        ("connect", "connection"),
+        ("hang", "timeout"),
+        ("malformed", "malformed_response"),
+    ],
+)
+def test_transport_faults_are_transient(team_a, sim, fault, kind):
+    sim.inject(fault)
+    with pytest.raises(TransientModelError) as caught:
+        ask(team_a)
+    assert caught.value.kind == kind
+    assert caught.value.transient
+
+
+def test_a_429_pauses_the_bucket_for_retry_after(team_a, sim):
+    sim.fail_next(429, retry_after=30)
+    with pytest.raises(TransientModelError):
+        ask(team_a)
+    # The next call would have to wait 30s; with a 1s allowance it is refused at once,
+    # without reaching the API.
+    with pytest.raises(RateBudgetExhausted) as caught:
+        ask(team_a, max_wait_s=1)
+    assert "rate budget exhausted" in str(caught.value)
+    assert caught.value.budget == "retry_after"
+    assert len(sim.received) == 1
+
+
+def test_a_call_larger_than_the_budget_is_refused_with_the_budget_named(team_a, sim):
+    RateLimit.objects.create(team=team_a, model=MODEL, rpm=10, itpm=100_000, otpm=1000)
+    with pytest.raises(RateBudgetExhausted) as caught:
+        ask(team_a, max_tokens=4096)
+    assert "rate budget exhausted" in str(caught.value)
+    assert "output tokens per minute" in str(caught.value)
+    assert not sim.received
+
+
+def test_model_call_refuses_to_run_inside_a_transaction(team_a, sim):
+    with transaction.atomic(), pytest.raises(services.ModelCallInTransaction):
+        ask(team_a)
+    assert not sim.received
+
+
+def test_environment_key_and_base_url_are_used(team_a, settings, monkeypatch):
+    from agentops.llm import client as llm_client
+
+    settings.ANTHROPIC_API_KEY = "sim"
+    settings.ANTHROPIC_BASE_URL = "http://127.0.0.1:9"
+    credential = llm_client.credential_for_team(team_a)
+    assert credential.source == "environment" and credential.simulated
+    assert credential.base_url == "http://127.0.0.1:9"
+    client = llm_client.build_client(credential)
+    assert str(client.base_url).startswith("http://127.0.0.1:9")
+    assert client.max_retries == 0
+    settings.ANTHROPIC_API_KEY = "sk-ant-api03-" + "x" * 40
+    assert not llm_client.uses_simulator(team_a)

@@ -1,0 +1,172 @@
+"""The GCRA limiter, on real Redis and in process: budgets hold under concurrency."""
+
+import random
+import threading
+import uuid
+
+import pytest
+
+from agentops.llm.ratelimit import Limits, LocalLimiter, RedisLimiter
+from agentops.llm.types import RateBudgetExhausted
+
+
+@pytest.fixture(params=["redis", "local"])
+def make_limiter(request):
+    def make(burst_s):
+        if request.param == "local":
+            return LocalLimiter(burst_s=burst_s)
+        client = request.getfixturevalue("redis_client")
+        return RedisLimiter(client, burst_s=burst_s)
+
+    return make
+
+
+def bucket():
+    return f"test-{uuid.uuid4().hex}:claude-haiku-4-5"
+
+
+def reserve(limiter, name, limits, *, tokens_in=0, tokens_out=0, max_wait_s=30.0):
+    return limiter.reserve(
+        bucket=name,
+        limits=limits,
+        input_tokens=tokens_in,
+        output_tokens=tokens_out,
+        max_wait_s=max_wait_s,
+    )
+
+
+def max_in_any_window(admissions, index, window):
+    """The most of budget `index` admitted within any window of `window` seconds."""
+    times = sorted(admissions, key=lambda a: a[0])
+    best, start, running = 0, 0, 0
+    for end in range(len(times)):
+        running += times[end][1][index]
+        while times[end][0] - times[start][0] > window:
+            running -= times[start][1][index]
+            start += 1
+        best = max(best, running)
+    return best
+
+
+def test_concurrent_threads_never_exceed_any_budget_in_any_window(make_limiter):
+    # 10 requests/s, 400 input and 300 output tokens/s; the buckets hold half a second.
+    limits = Limits(rpm=600, itpm=24_000, otpm=18_000)
+    burst_s = 0.5
+    limiter = make_limiter(burst_s)
+    name = bucket()
+    admissions = []
+    lock = threading.Lock()
+    rng = random.Random(7)
+    plans = [[(rng.randint(5, 120), rng.randint(5, 90)) for _ in range(5)] for _ in range(8)]
+
+    def worker(plan):
+        for tokens_in, tokens_out in plan:
+            reservation = reserve(limiter, name, limits, tokens_in=tokens_in, tokens_out=tokens_out)
+            with lock:
+                admissions.append((reservation.slot_at, reservation.costs))
+
+    threads = [threading.Thread(target=worker, args=(plan,)) for plan in plans]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(admissions) == 40
+    per_second = [limit / 60 for limit in limits.as_tuple()]
+    for index, rate in enumerate(per_second):
+        for window in (0.1, 0.5, 1.0, 2.0):
+            allowed = rate * (window + burst_s)
+            assert max_in_any_window(admissions, index, window) <= allowed + 1e-6, (
+                index,
+                window,
+            )
+    # The run is paced, not refused: the whole demand fits in demand/rate seconds + burst.
+    span = max(a[0] for a in admissions) - min(a[0] for a in admissions)
+    total_in = sum(a[1][1] for a in admissions)
+    assert span >= (total_in / per_second[1]) - burst_s - 0.05
+
+
+def test_slots_are_first_come_first_served(make_limiter):
+    limits = Limits(rpm=6000, itpm=6000, otpm=6000)  # 100 tokens/s
+    limiter = make_limiter(1.0)
+    name = bucket()
+    big = reserve(limiter, name, limits, tokens_in=100)
+    bigger = reserve(limiter, name, limits, tokens_in=90)
+    small = reserve(limiter, name, limits, tokens_in=1)
+    # The small call does not jump the queue ahead of the big one that asked first.
+    assert big.slot_at <= bigger.slot_at <= small.slot_at
+    assert bigger.wait_s > 0.8
+
+
+def test_refund_returns_unused_budget(make_limiter):
+    limits = Limits(rpm=1000, itpm=600, otpm=600)  # 10 tokens/s, bucket of 60
+    limiter = make_limiter(6.0)
+    name = bucket()
+    first = reserve(limiter, name, limits, tokens_in=60, tokens_out=60)
+    with pytest.raises(RateBudgetExhausted) as caught:
+        reserve(limiter, name, limits, tokens_in=30, max_wait_s=0)
+    assert caught.value.budget == "input_tokens"
+    assert "input tokens per minute" in str(caught.value)
+    limiter.settle(first, input_tokens=10, output_tokens=5)
+    reserve(limiter, name, limits, tokens_in=30, tokens_out=30, max_wait_s=0)
+
+
+def test_extra_usage_is_charged(make_limiter):
+    limits = Limits(rpm=1000, itpm=600, otpm=600)
+    limiter = make_limiter(6.0)
+    name = bucket()
+    first = reserve(limiter, name, limits, tokens_in=10)
+    limiter.settle(first, input_tokens=55, output_tokens=0)
+    with pytest.raises(RateBudgetExhausted):
+        reserve(limiter, name, limits, tokens_in=20, max_wait_s=0)
+
+
+def test_server_headers_reconcile_downwards_only(make_limiter):
+    limits = Limits(rpm=1000, itpm=600, otpm=600)
+    limiter = make_limiter(6.0)
+    name = bucket()
+    first = reserve(limiter, name, limits, tokens_in=5)
+    # The server says more is left than we think: nothing changes.
+    limiter.settle(first, headers={"anthropic-ratelimit-input-tokens-remaining": "100000"})
+    state = limiter.state(bucket=name, limits=limits)
+    assert state["budgets"][1]["available"] >= 54
+    assert state["server"]["anthropic-ratelimit-input-tokens-remaining"] == "100000"
+    # The server says almost nothing is left (another client uses the same key): we follow.
+    second = reserve(limiter, name, limits, tokens_in=5)
+    limiter.settle(second, headers={"anthropic-ratelimit-input-tokens-remaining": "2"})
+    with pytest.raises(RateBudgetExhausted):
+        reserve(limiter, name, limits, tokens_in=20, max_wait_s=0)
+    assert limiter.state(bucket=name, limits=limits)["budgets"][1]["available"] <= 3
+
+
+def test_retry_after_holds_every_new_slot(make_limiter):
+    limits = Limits(rpm=1000, itpm=100_000, otpm=100_000)
+    limiter = make_limiter(60.0)
+    name = bucket()
+    first = reserve(limiter, name, limits, tokens_in=5)
+    limiter.settle(first, input_tokens=0, output_tokens=0, hold_s=20)
+    with pytest.raises(RateBudgetExhausted) as caught:
+        reserve(limiter, name, limits, tokens_in=5, max_wait_s=5)
+    assert caught.value.budget == "retry_after"
+    later = reserve(limiter, name, limits, tokens_in=5, max_wait_s=30)
+    assert 19 < later.wait_s <= 20.1
+
+
+def test_a_refused_call_reserves_nothing(make_limiter):
+    limits = Limits(rpm=60, itpm=600, otpm=600)
+    limiter = make_limiter(1.0)  # one request per second, a bucket of one
+    name = bucket()
+    reserve(limiter, name, limits)
+    for _ in range(5):
+        with pytest.raises(RateBudgetExhausted) as caught:
+            reserve(limiter, name, limits, max_wait_s=0.5)
+        assert caught.value.budget == "requests"
+    assert reserve(limiter, name, limits, max_wait_s=2).wait_s <= 1.01
+
+
+def test_a_call_bigger_than_a_minute_of_budget_is_refused(make_limiter):
+    limiter = make_limiter(60.0)
+    with pytest.raises(RateBudgetExhausted) as caught:
+        reserve(limiter, bucket(), Limits(60, 1000, 500), tokens_out=501)
+    assert caught.value.budget == "output_tokens"
+    assert "needs 501 output tokens" in str(caught.value)
