@@ -251,6 +251,28 @@ def test_invalid_requests(extra, message):
         simulate_messages(body("hi", **extra))
 
 
+def test_empty_messages_and_text_blocks_are_rejected():
+    with pytest.raises(SimulatorRequestError, match="non-empty content"):
+        simulate_messages(body(""))
+    with pytest.raises(SimulatorRequestError, match="text content blocks must be non-empty"):
+        simulate_messages(body([{"type": "text", "text": ""}]))
+
+
+def test_prefill_ending_in_whitespace_is_rejected():
+    request = body("Name a colour")
+    request["messages"].append({"role": "assistant", "content": "The colour is "})
+    with pytest.raises(SimulatorRequestError, match="trailing whitespace"):
+        simulate_messages(request)
+    request["messages"][-1]["content"] = "The colour is"
+    assert simulate_messages(request)["stop_reason"] == "end_turn"
+
+
+def test_a_stop_sequence_at_the_very_start_leaves_no_empty_text_block():
+    message = simulate_messages(body("Outline a garden plan", stop_sequences=["##"]))
+    assert message["stop_reason"] == "stop_sequence"
+    assert message["content"] == []
+
+
 def test_prompt_longer_than_the_context_window_is_rejected():
     with pytest.raises(SimulatorRequestError, match="prompt is too long"):
         simulate_messages(body("word " * 170_000))

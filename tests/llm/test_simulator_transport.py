@@ -1,5 +1,6 @@
 """SimulatorTransport: recording, headers and injected faults, seen through the real SDK."""
 
+import asyncio
 import json
 
 import anthropic
@@ -174,3 +175,19 @@ def test_sdk_retries_honour_the_injected_faults(transport):
 def test_unknown_fault_name_is_rejected(transport):
     with pytest.raises(ValueError, match="unknown fault"):
         transport.inject("explode")
+
+
+def test_async_client_gets_the_same_answers(transport):
+    async def ask():
+        async with anthropic.AsyncAnthropic(
+            api_key="sim",
+            base_url="http://simulator.local",
+            max_retries=0,
+            http_client=httpx2.AsyncClient(transport=transport),
+        ) as client:
+            return await client.messages.create(model=MODEL, max_tokens=256, messages=MESSAGES)
+
+    message = asyncio.run(ask())
+    with make_client(transport) as client:
+        assert create(client).content == message.content
+    assert len(transport.received) == 2

@@ -127,11 +127,22 @@ def _validate_messages(messages) -> None:
             isinstance(content, str | list),
             f"messages.{index}.content: Input should be a valid string or list",
         )
+        is_final_assistant = index == len(messages) - 1 and message.get("role") == "assistant"
+        _check(
+            bool(content) or is_final_assistant,
+            f"messages.{index}: all messages must have non-empty content except for the "
+            "optional final assistant message",
+        )
         if isinstance(content, list):
             for position, block in enumerate(content):
                 _check(
                     isinstance(block, dict) and isinstance(block.get("type"), str),
                     f"messages.{index}.content.{position}: each block needs a type",
+                )
+                _check(
+                    block.get("type") != "text" or bool(block.get("text")),
+                    f"messages.{index}.content.{position}.text: text content blocks must be "
+                    "non-empty",
                 )
     for index, message in enumerate(messages):
         if message["role"] != "assistant":
@@ -144,6 +155,15 @@ def _validate_messages(messages) -> None:
                     ),
                     f"messages.{index}.content.{position}: Invalid `signature` in `thinking` block",
                 )
+    final = messages[-1]
+    if final["role"] == "assistant":
+        final_blocks = blocks_of(final)
+        last_text = final_blocks[-1].get("text", "") if final_blocks else ""
+        _check(
+            not (final_blocks and final_blocks[-1].get("type") == "text")
+            or last_text == last_text.rstrip(),
+            "final assistant content cannot end with trailing whitespace",
+        )
     # Every tool_use must be answered in the very next message, and only those ids.
     for index, message in enumerate(messages):
         if message["role"] != "assistant":

@@ -20,7 +20,8 @@ def _thinking_block(text: str) -> dict:
 
 
 def _half(text: str) -> str:
-    return truncate_to_tokens(text, max(estimate_tokens(text) // 2, 1))
+    # rstrip: the API refuses a final assistant turn ending in whitespace when it comes back.
+    return truncate_to_tokens(text, max(estimate_tokens(text) // 2, 1)).rstrip()
 
 
 def _block_tokens(block: dict) -> int:
@@ -79,6 +80,8 @@ def _finish(conversation, reply):
             if hit:
                 block["text"] = block["text"][: hit[0]]
                 stop_reason, stop_sequence = "stop_sequence", hit[1]
+        if block["type"] == "text" and not block["text"]:
+            continue  # the API never sends (or accepts) an empty text block
         cost = _block_tokens(block)
         if cost > budget:
             if block["type"] == "text" and budget > 0:

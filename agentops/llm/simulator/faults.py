@@ -49,6 +49,11 @@ class Fault:
     error_code: str | None = None
 
     @property
+    def response_status(self) -> int | None:
+        """The HTTP status the client sees, or None when no response arrives."""
+        return {"status": self.status, "malformed": 200}.get(self.kind)
+
+    @property
     def name(self) -> str:
         return str(self.status) if self.kind == "status" else self.kind
 

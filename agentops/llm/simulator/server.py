@@ -66,6 +66,9 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "agentops-simulator"
     timeout = 30  # idle keep-alive connections close after this many seconds
+    # Headers and body go out in two writes; without TCP_NODELAY, Nagle's algorithm and
+    # delayed ACKs add ~40 ms to every answer.
+    disable_nagle_algorithm = True
 
     def log_message(self, format, *args):  # noqa: A002 - the stdlib's signature
         log.debug("simulator: " + format, *args)
@@ -119,7 +122,7 @@ class _Handler(BaseHTTPRequestHandler):
         )
         base_headers = {"request-id": new_request_id(), LATENCY_HEADER: str(delay_ms)}
         if fault is not None:
-            sim.stats.record(path=path, step=step, status=fault.status or None, fault=fault.name)
+            sim.stats.record(path=path, step=step, status=fault.response_status, fault=fault.name)
             self._serve_fault(sim, fault, base_headers)
             return
         try:

@@ -25,11 +25,12 @@ class ReceivedRequest:
         return self.headers.get(STEP_HEADER)
 
 
-class SimulatorTransport(httpx2.BaseTransport):
+class SimulatorTransport(httpx2.BaseTransport, httpx2.AsyncBaseTransport):
     """Answers POST /v1/messages, POST /v1/messages/count_tokens and GET /v1/models[/id].
 
     Give it to the SDK: anthropic.Anthropic(api_key="sim", base_url="http://simulator.local",
-    max_retries=0, http_client=httpx2.Client(transport=SimulatorTransport())).
+    max_retries=0, http_client=httpx2.Client(transport=SimulatorTransport())), or to
+    anthropic.AsyncAnthropic through httpx2.AsyncClient(transport=...).
     Every request is recorded in `received`; faults queued with `fail_next` or `inject`
     are served, one per request, before any real answer.
     """
@@ -115,7 +116,7 @@ class SimulatorTransport(httpx2.BaseTransport):
             fault = self._faults.popleft() if self._faults else None
         step = headers.get(STEP_HEADER)
         if fault is not None:
-            self.stats.record(path=path, step=step, status=fault.status or None, fault=fault.name)
+            self.stats.record(path=path, step=step, status=fault.response_status, fault=fault.name)
             return self._serve_fault(fault, request)
         answer = self.app.handle(request.method, path, query, raw, headers)
         self.stats.record(path=path, step=step, status=answer.status, fault=None)
@@ -125,6 +126,11 @@ class SimulatorTransport(httpx2.BaseTransport):
             content=answer.body,
             request=request,
         )
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        """The same answers for anthropic.AsyncAnthropic (httpx2.AsyncClient)."""
+        await request.aread()
+        return self.handle_request(request)
 
     def _serve_fault(self, fault: Fault, request: httpx2.Request) -> httpx2.Response:
         if fault.kind == "connect":
