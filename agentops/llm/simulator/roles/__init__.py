@@ -7,13 +7,14 @@ its thinking text; the core adds ids, stop reasons, truncation and usage. To add
 """
 
 from .base import Reply, Role
+from .lead import LeadRole
 from .worker import WorkerRole
 
-ROLES: tuple[Role, ...] = (WorkerRole(),)
+ROLES: tuple[Role, ...] = (LeadRole(), WorkerRole())
 
 
 def choose_role(conversation) -> Role:
     return next(role for role in ROLES if role.matches(conversation))
 
 
-__all__ = ["ROLES", "Reply", "Role", "WorkerRole", "choose_role"]
+__all__ = ["ROLES", "LeadRole", "Reply", "Role", "WorkerRole", "choose_role"]
