@@ -7,166 +7,485 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('agents', '0002_tools_and_version_snapshot'),
-        ('django_celery_beat', '0019_alter_periodictasks_options'),
-        ('runs', '0002_sweeper_schedule'),
-        ('teams', '0001_initial'),
+        ("agents", "0002_tools_and_version_snapshot"),
+        ("django_celery_beat", "0019_alter_periodictasks_options"),
+        ("runs", "0002_sweeper_schedule"),
+        ("teams", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Schedule',
+            name="Schedule",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=120)),
-                ('input', models.TextField()),
-                ('kind', models.CharField(choices=[('cron', 'Cron expression'), ('interval', 'Every N minutes')], default='cron', max_length=10)),
-                ('cron', models.CharField(blank=True, max_length=120)),
-                ('every_minutes', models.PositiveIntegerField(blank=True, null=True)),
-                ('timezone', models.CharField(default='UTC', max_length=64)),
-                ('enabled', models.BooleanField(default=True)),
-                ('overlap', models.CharField(choices=[('skip', 'Skip if the previous run is still active'), ('allow', 'Start anyway')], default='skip', max_length=8)),
-                ('last_fired_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('agent', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='schedules', to='agents.agent')),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('periodic_task', models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='agentops_schedule', to='django_celery_beat.periodictask')),
-                ('team', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='schedules', to='teams.team')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=120)),
+                ("input", models.TextField()),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("cron", "Cron expression"), ("interval", "Every N minutes")],
+                        default="cron",
+                        max_length=10,
+                    ),
+                ),
+                ("cron", models.CharField(blank=True, max_length=120)),
+                ("every_minutes", models.PositiveIntegerField(blank=True, null=True)),
+                ("timezone", models.CharField(default="UTC", max_length=64)),
+                ("enabled", models.BooleanField(default=True)),
+                (
+                    "overlap",
+                    models.CharField(
+                        choices=[
+                            ("skip", "Skip if the previous run is still active"),
+                            ("allow", "Start anyway"),
+                        ],
+                        default="skip",
+                        max_length=8,
+                    ),
+                ),
+                ("last_fired_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "agent",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="schedules",
+                        to="agents.agent",
+                    ),
+                ),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "periodic_task",
+                    models.OneToOneField(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="agentops_schedule",
+                        to="django_celery_beat.periodictask",
+                    ),
+                ),
+                (
+                    "team",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="schedules",
+                        to="teams.team",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='ScheduleFire',
+            name="ScheduleFire",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('fired_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('outcome', models.CharField(choices=[('started', 'Started a run'), ('skipped', 'Skipped'), ('failed', 'Could not start')], max_length=10)),
-                ('message', models.TextField(blank=True)),
-                ('run', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='runs.run')),
-                ('schedule', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='fires', to='workflows.schedule')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("fired_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                (
+                    "outcome",
+                    models.CharField(
+                        choices=[
+                            ("started", "Started a run"),
+                            ("skipped", "Skipped"),
+                            ("failed", "Could not start"),
+                        ],
+                        max_length=10,
+                    ),
+                ),
+                ("message", models.TextField(blank=True)),
+                (
+                    "run",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="runs.run",
+                    ),
+                ),
+                (
+                    "schedule",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="fires",
+                        to="workflows.schedule",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-fired_at', '-id'],
+                "ordering": ["-fired_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='Workflow',
+            name="Workflow",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=120)),
-                ('slug', models.SlugField(max_length=80)),
-                ('description', models.TextField(blank=True)),
-                ('archived_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('team', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='workflows', to='teams.team')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=120)),
+                ("slug", models.SlugField(max_length=80)),
+                ("description", models.TextField(blank=True)),
+                ("archived_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "team",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="workflows",
+                        to="teams.team",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.AddField(
-            model_name='schedule',
-            name='workflow',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='schedules', to='workflows.workflow'),
+            model_name="schedule",
+            name="workflow",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="schedules",
+                to="workflows.workflow",
+            ),
         ),
         migrations.CreateModel(
-            name='WorkflowVersion',
+            name="WorkflowVersion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('number', models.PositiveIntegerField()),
-                ('name', models.CharField(max_length=120)),
-                ('description', models.TextField(blank=True)),
-                ('mode', models.CharField(choices=[('delegate', 'Delegate: the lead decides which specialists to ask'), ('fan_out', 'Fan-out: every specialist gets the input, then the lead synthesizes')], default='delegate', max_length=10)),
-                ('max_parallel', models.PositiveSmallIntegerField(default=5, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(50)])),
-                ('max_children', models.PositiveSmallIntegerField(default=10, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(200)])),
-                ('max_depth', models.PositiveSmallIntegerField(default=1, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(5)])),
-                ('budget_tokens', models.PositiveBigIntegerField(blank=True, null=True)),
-                ('budget_cost_usd', models.DecimalField(blank=True, decimal_places=6, max_digits=12, null=True)),
-                ('child_budget_tokens', models.PositiveBigIntegerField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('lead_agent', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='agents.agent')),
-                ('lead_pinned_version', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='agents.agentversion')),
-                ('workflow', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='versions', to='workflows.workflow')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("number", models.PositiveIntegerField()),
+                ("name", models.CharField(max_length=120)),
+                ("description", models.TextField(blank=True)),
+                (
+                    "mode",
+                    models.CharField(
+                        choices=[
+                            ("delegate", "Delegate: the lead decides which specialists to ask"),
+                            (
+                                "fan_out",
+                                "Fan-out: every specialist gets the input, then the lead synthesizes",
+                            ),
+                        ],
+                        default="delegate",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "max_parallel",
+                    models.PositiveSmallIntegerField(
+                        default=5,
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(50),
+                        ],
+                    ),
+                ),
+                (
+                    "max_children",
+                    models.PositiveSmallIntegerField(
+                        default=10,
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(200),
+                        ],
+                    ),
+                ),
+                (
+                    "max_depth",
+                    models.PositiveSmallIntegerField(
+                        default=1,
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(5),
+                        ],
+                    ),
+                ),
+                ("budget_tokens", models.PositiveBigIntegerField(blank=True, null=True)),
+                (
+                    "budget_cost_usd",
+                    models.DecimalField(blank=True, decimal_places=6, max_digits=12, null=True),
+                ),
+                ("child_budget_tokens", models.PositiveBigIntegerField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "lead_agent",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="agents.agent",
+                    ),
+                ),
+                (
+                    "lead_pinned_version",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="agents.agentversion",
+                    ),
+                ),
+                (
+                    "workflow",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="versions",
+                        to="workflows.workflow",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['workflow', '-number'],
+                "ordering": ["workflow", "-number"],
             },
         ),
         migrations.CreateModel(
-            name='WorkflowRun',
+            name="WorkflowRun",
             fields=[
-                ('run', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, primary_key=True, related_name='workflow_run', serialize=False, to='runs.run')),
-                ('workflow', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='runs', to='workflows.workflow')),
-                ('version', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='runs', to='workflows.workflowversion')),
+                (
+                    "run",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        primary_key=True,
+                        related_name="workflow_run",
+                        serialize=False,
+                        to="runs.run",
+                    ),
+                ),
+                (
+                    "workflow",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="runs",
+                        to="workflows.workflow",
+                    ),
+                ),
+                (
+                    "version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="runs",
+                        to="workflows.workflowversion",
+                    ),
+                ),
             ],
         ),
         migrations.AddField(
-            model_name='workflow',
-            name='current_version',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='workflows.workflowversion'),
+            model_name="workflow",
+            name="current_version",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to="workflows.workflowversion",
+            ),
         ),
         migrations.CreateModel(
-            name='RosterEntry',
+            name="RosterEntry",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('position', models.PositiveSmallIntegerField(default=0)),
-                ('role_description', models.TextField()),
-                ('agent', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='agents.agent')),
-                ('pinned_version', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='agents.agentversion')),
-                ('workflow_version', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='roster', to='workflows.workflowversion')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("position", models.PositiveSmallIntegerField(default=0)),
+                ("role_description", models.TextField()),
+                (
+                    "agent",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="agents.agent",
+                    ),
+                ),
+                (
+                    "pinned_version",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="agents.agentversion",
+                    ),
+                ),
+                (
+                    "workflow_version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="roster",
+                        to="workflows.workflowversion",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'roster entries',
-                'ordering': ['workflow_version', 'position', 'id'],
+                "verbose_name_plural": "roster entries",
+                "ordering": ["workflow_version", "position", "id"],
             },
         ),
         migrations.CreateModel(
-            name='Delegation',
+            name="Delegation",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('task', models.TextField()),
-                ('depth', models.PositiveSmallIntegerField(default=1)),
-                ('status', models.CharField(choices=[('waiting', 'Waiting for a free slot'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('cancelled', 'Cancelled'), ('budget_reached', 'Over budget')], default='waiting', max_length=16)),
-                ('error', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('child', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='delegation', to='runs.thread')),
-                ('parent', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='runs.thread')),
-                ('run', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='delegations', to='runs.run')),
-                ('step', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='delegation', to='runs.step')),
-                ('roster_entry', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='workflows.rosterentry')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("task", models.TextField()),
+                ("depth", models.PositiveSmallIntegerField(default=1)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("waiting", "Waiting for a free slot"),
+                            ("running", "Running"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                            ("cancelled", "Cancelled"),
+                            ("budget_reached", "Over budget"),
+                        ],
+                        default="waiting",
+                        max_length=16,
+                    ),
+                ),
+                ("error", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "child",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="delegation",
+                        to="runs.thread",
+                    ),
+                ),
+                (
+                    "parent",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="runs.thread",
+                    ),
+                ),
+                (
+                    "run",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="delegations",
+                        to="runs.run",
+                    ),
+                ),
+                (
+                    "step",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="delegation",
+                        to="runs.step",
+                    ),
+                ),
+                (
+                    "roster_entry",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="workflows.rosterentry",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
-                'indexes': [models.Index(fields=['run', 'status'], name='workflows_d_run_id_5b2916_idx')],
+                "ordering": ["id"],
+                "indexes": [
+                    models.Index(fields=["run", "status"], name="workflows_d_run_id_5b2916_idx")
+                ],
             },
         ),
         migrations.AddConstraint(
-            model_name='schedule',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('agent__isnull', True), ('workflow__isnull', False)), models.Q(('agent__isnull', False), ('workflow__isnull', True)), _connector='OR'), name='schedule_has_one_target'),
+            model_name="schedule",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("agent__isnull", True), ("workflow__isnull", False)),
+                    models.Q(("agent__isnull", False), ("workflow__isnull", True)),
+                    _connector="OR",
+                ),
+                name="schedule_has_one_target",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='workflowversion',
-            constraint=models.UniqueConstraint(fields=('workflow', 'number'), name='unique_workflow_version'),
+            model_name="workflowversion",
+            constraint=models.UniqueConstraint(
+                fields=("workflow", "number"), name="unique_workflow_version"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='workflow',
-            constraint=models.UniqueConstraint(fields=('team', 'slug'), name='unique_workflow_slug_per_team'),
+            model_name="workflow",
+            constraint=models.UniqueConstraint(
+                fields=("team", "slug"), name="unique_workflow_slug_per_team"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='rosterentry',
-            constraint=models.UniqueConstraint(fields=('workflow_version', 'agent'), name='unique_specialist_per_version'),
+            model_name="rosterentry",
+            constraint=models.UniqueConstraint(
+                fields=("workflow_version", "agent"), name="unique_specialist_per_version"
+            ),
         ),
     ]
