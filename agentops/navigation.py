@@ -31,9 +31,7 @@ SECTIONS = [
     Section(
         "workflows",
         "Workflows",
-        "section-workflows",
-        "Workflows: a lead agent delegating to specialists that run in parallel, and "
-        "the schedules that start them.",
+        "workflows:list",
     ),
     Section("runs", "Runs", "runs:list"),
     Section(

@@ -18,6 +18,7 @@ urlpatterns = [
     path("team/", include("agentops.teams.urls")),
     path("agents/", include("agentops.agents.urls")),
     path("runs/", include("agentops.runs.urls")),
+    path("workflows/", include("agentops.workflows.urls")),
     path("", include("agentops.llm.urls")),
     path("admin/", admin.site.urls),
     path("healthz", team_views.healthz, name="healthz"),

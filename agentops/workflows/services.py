@@ -3,7 +3,7 @@
 import json
 import zoneinfo
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from celery.schedules import crontab
 from django.core.exceptions import ValidationError
@@ -566,6 +566,22 @@ def schedule_delete(*, schedule, actor):
         task.delete()
 
 
+def _cron_next(expression, tz, now):
+    """The first time after `now` that the cron expression matches, read in time zone tz."""
+    minute, hour, day_of_month, month_of_year, day_of_week = expression.split()
+    local_now = now.astimezone(tz)
+    schedule = crontab(
+        minute=minute,
+        hour=hour,
+        day_of_month=day_of_month,
+        month_of_year=month_of_year,
+        day_of_week=day_of_week,
+        nowfun=lambda: local_now,
+    )
+    start, delta, _ = schedule.remaining_delta(local_now, tz=tz)
+    return (start + delta).astimezone(UTC)
+
+
 def schedule_next_run(schedule, *, now=None):
     """When beat will next fire the schedule, or None when it is paused."""
     task = schedule.periodic_task
@@ -573,7 +589,7 @@ def schedule_next_run(schedule, *, now=None):
         return None
     now = now or timezone.now()
     if schedule.kind == ScheduleKind.CRON and task.crontab is not None:
-        return now + task.crontab.schedule.remaining_estimate(now)
+        return _cron_next(schedule.cron, zoneinfo.ZoneInfo(schedule.timezone), now)
     if task.interval is not None:
         every = timedelta(minutes=task.interval.every)
         last = task.last_run_at or task.start_time or task.date_changed or now
@@ -591,6 +607,7 @@ def workflow_run_start(*, workflow, input, actor=None, trigger=RunTrigger.BROWSE
     """Start a run of the workflow's current version. In delegate mode the lead's first model
     call is queued; in fan-out mode every specialist gets the input at once and the lead's
     first call synthesizes their results. Returns the Run."""
+    workflow = Workflow.objects.select_related("current_version__lead_agent").get(pk=workflow.pk)
     version = workflow.current_version
     if workflow.is_archived:
         raise ValidationError("Archived workflows cannot be run.")
@@ -717,7 +734,7 @@ def schedule_fire(*, schedule_id):
     ScheduleFire row either way; returns it (None for a deleted or paused schedule)."""
     with transaction.atomic():
         schedule = (
-            Schedule.objects.select_for_update()
+            Schedule.objects.select_for_update(of=("self",))
             .select_related("workflow__current_version", "agent__current_version", "team")
             .filter(pk=schedule_id)
             .first()
