@@ -67,7 +67,8 @@ def _editor(request, template_context, *, workflow=None):
         request.POST or None,
         team=request.team,
         prefix="roster",
-        initial=roster_initial(version) if version else None,
+        # Bound forms equal to their initial data count as unchanged (and would be skipped).
+        initial=roster_initial(version) if version and request.method != "POST" else None,
     )
     formset.roster_errors = []
     if request.method == "POST":
