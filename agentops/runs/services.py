@@ -392,6 +392,8 @@ def _execute_model_step(step):
             temperature=version.temperature,
             thinking_budget=version.thinking_budget,
             step_id=step.pk,
+            agent_id=run.agent_id,
+            usage_label=f"run {run.pk}",
         )
     except TransientModelError as error:
         _retry_or_fail(step, error)

@@ -8,6 +8,7 @@ import pytest
 
 from agentops.agents.services import agent_create, allowlist_entry_add, webhook_tool_create
 from agentops.agents.tools import ToolOutcome, ToolSpec, registry
+from agentops.llm.catalogue import DEFAULT_MODEL
 from agentops.llm.client import simulator_transport
 from agentops.runs import services
 
@@ -84,7 +85,7 @@ def make_agent(team_a, alice):
             team=team or team_a,
             actor=actor or alice,
             name=name or f"Agent {counter['n']}",
-            model="claude-sonnet-4-5",
+            model=DEFAULT_MODEL,
             system_prompt="You are a helpful assistant.",
             max_tokens=max_tokens,
             tools=list(tools),
@@ -104,14 +105,12 @@ def drain():
     return run_it
 
 
-class _FailingHandler(BaseHTTPRequestHandler):
-    received_steps = None
-
+class _HookHandler(BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802 - the stdlib's name
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self.server.received_steps.append(self.headers.get("X-Agentops-Step"))
-        body = b'{"error": "order service is down"}'
-        self.send_response(500)
+        status, body = self.server.answer
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -122,29 +121,42 @@ class _FailingHandler(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def failing_webhook(team_a, alice):
-    """A team webhook tool whose endpoint answers HTTP 500; `.received_steps` lists the
-    X-Agentops-Step header of each call."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _FailingHandler)
-    server.received_steps = []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+def webhook_tool(team_a, alice):
+    """make(name, status=200): a team webhook tool served by a local HTTP server answering
+    `status`; `.received_steps` lists the X-Agentops-Step header of each call. Unlike the
+    test-only built-ins, a worker subprocess knows these tools too (they are rows)."""
+    servers = []
     allowlist_entry_add(team=team_a, actor=alice, host="127.0.0.1", allow_private=True)
-    tool = webhook_tool_create(
-        team=team_a,
-        actor=alice,
-        name="lookup_order",
-        description="Look up an order by its number.",
-        input_schema={
-            "type": "object",
-            "properties": {"order": {"type": "string"}},
-            "required": ["order"],
-        },
-        url=f"http://127.0.0.1:{server.server_port}/hook",
-        secret="webhook-secret-for-tests",
-        timeout_s=5,
-    )
-    tool.received_steps = server.received_steps
-    yield tool
-    server.shutdown()
-    server.server_close()
+
+    def make(name, status=200, body=b'{"result": "order 12 shipped"}'):
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _HookHandler)
+        server.received_steps = []
+        server.answer = (status, body)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        tool = webhook_tool_create(
+            team=team_a,
+            actor=alice,
+            name=name,
+            description=f"Look up {name.replace('_', ' ')} by its number.",
+            input_schema={
+                "type": "object",
+                "properties": {"number": {"type": "string"}},
+                "required": ["number"],
+            },
+            url=f"http://127.0.0.1:{server.server_port}/hook",
+            secret="webhook-secret-for-tests",
+            timeout_s=5,
+        )
+        tool.received_steps = server.received_steps
+        return tool
+
+    yield make
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def failing_webhook(webhook_tool):
+    return webhook_tool("lookup_order", status=500, body=b'{"error": "order service is down"}')

@@ -180,9 +180,8 @@ def test_pause_turn_resumes_with_the_paused_content(make_agent, drain, sim, alic
     second_request = sim.bodies()[1]
     assert second_request["messages"][-1]["role"] == "assistant"
     assert second_request["messages"][-1]["content"] == steps[0].response["content"]
-    assert run.status in (RunStatus.SUCCEEDED, RunStatus.FAILED)
-    if run.status == RunStatus.FAILED:
-        assert "turn limit" in run.error
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert [s.stop_reason for s in steps] == ["pause_turn", "end_turn"]
 
 
 def test_turn_limit_stops_a_tool_loop(make_agent, drain, sim, alice):

@@ -26,12 +26,14 @@ class Command(BaseCommand):
             if team is None:
                 team = services.team_create(name="Demo team", slug="demo", owner=alice)
             Membership.objects.get_or_create(team=team, user=bob, defaults={"role": Role.REVIEWER})
-            # Each app with demo content has <app>/demo.py with seed_demo_data(); it must be
-            # idempotent, as make run calls this command on every start.
-            for app_config in apps.get_app_configs():
-                module = f"{app_config.name}.demo"
-                if app_config.name.startswith("agentops.") and find_spec(module):
-                    import_module(module).seed_demo_data(team=team, owner=alice, reviewer=bob)
+        # Each app with demo content has <app>/demo.py with seed_demo_data(); it must be
+        # idempotent, as make run calls this command on every start. They run outside one
+        # big transaction because the runs demo makes (simulated) model calls, which must
+        # never happen inside a transaction.
+        for app_config in apps.get_app_configs():
+            module = f"{app_config.name}.demo"
+            if app_config.name.startswith("agentops.") and find_spec(module):
+                import_module(module).seed_demo_data(team=team, owner=alice, reviewer=bob)
         self.stdout.write(self.style.SUCCESS("Demo data ready: log in as alice / demo."))
 
     def _user(self, username, is_superuser=False):
