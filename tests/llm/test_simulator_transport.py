@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import threading
 
 import anthropic
 import httpx2
@@ -14,13 +15,12 @@ MODEL = "claude-haiku-4-5"
 MESSAGES = [{"role": "user", "content": "Give me three names for a bakery"}]
 
 
-def make_client(transport, **kwargs):
+def make_client(transport, max_retries=0):
     return anthropic.Anthropic(
         api_key="sim",
         base_url="http://simulator.local",
-        max_retries=0,
+        max_retries=max_retries,
         http_client=httpx2.Client(transport=transport),
-        **kwargs,
     )
 
 
@@ -76,8 +76,10 @@ def test_counts_requests_per_step_header(client, transport):
 
 def test_answers_carry_request_id_and_rate_limit_headers():
     # A stopped clock keeps the buckets from refilling between admission and answer.
-    client = make_client(SimulatorTransport(clock=lambda: 100.0))
-    raw = client.messages.with_raw_response.create(model=MODEL, max_tokens=256, messages=MESSAGES)
+    with make_client(SimulatorTransport(clock=lambda: 100.0)) as client:
+        raw = client.messages.with_raw_response.create(
+            model=MODEL, max_tokens=256, messages=MESSAGES
+        )
     message = raw.parse()
     assert raw.request_id.startswith("req_")
     headers = raw.headers
@@ -166,9 +168,9 @@ def test_times_repeats_a_fault(client, transport):
 
 
 def test_sdk_retries_honour_the_injected_faults(transport):
-    client = make_client(transport).with_options(max_retries=2)
     transport.fail_next(529, times=2)
-    assert create(client).stop_reason == "end_turn"
+    with make_client(transport, max_retries=2) as client:
+        assert create(client).stop_reason == "end_turn"
     assert len(transport.received) == 3
 
 
@@ -187,7 +189,12 @@ def test_async_client_gets_the_same_answers(transport):
         ) as client:
             return await client.messages.create(model=MODEL, max_tokens=256, messages=MESSAGES)
 
-    message = asyncio.run(ask())
+    # A thread of its own: other tests (Playwright) may leave an event loop in this one.
+    results = []
+    thread = threading.Thread(target=lambda: results.append(asyncio.run(ask())))
+    thread.start()
+    thread.join(timeout=30)
+    message = results[0]
     with make_client(transport) as client:
         assert create(client).content == message.content
     assert len(transport.received) == 2
