@@ -28,9 +28,9 @@ def test_every_navigation_page_opens(bob_client):
 
 
 def test_unbuilt_section_says_what_will_appear(bob_client):
-    response = bob_client.get(reverse("section-usage"))
+    response = bob_client.get(reverse("section-memory"))
     assert b"Nothing here yet" in response.content
-    assert b"Tokens and cost by day" in response.content
+    assert b"Memory stores with curated memories" in response.content
 
 
 def test_pages_carry_csp_and_csrf_header(bob_client):

@@ -12,7 +12,7 @@ import anthropic
 import httpx2
 from django.conf import settings
 
-from .crypto import decrypt, fingerprint
+from .crypto import UndecryptableKey, decrypt, fingerprint
 
 SIMULATOR_BASE_URL = "http://simulator.local"
 # Keys that stand for the simulator HTTP server rather than a real account.
@@ -68,7 +68,10 @@ def credential_for_team(team) -> Credential:
 
 def uses_simulator(team) -> bool:
     """True when this team's calls are answered by the simulator (for the UI label)."""
-    return credential_for_team(team).simulated
+    try:
+        return credential_for_team(team).simulated
+    except UndecryptableKey:
+        return False
 
 
 _clients = {}
@@ -85,6 +88,17 @@ def simulator_transport():
         if _simulator_transport is None:
             _simulator_transport = SimulatorTransport()
         return _simulator_transport
+
+
+# The in-process simulator records every request (tests read them). A long-running embedded
+# worker must not keep them all, so the history is dropped once it grows past this.
+SIMULATOR_HISTORY_LIMIT = 1000
+
+
+def trim_simulator_history():
+    transport = _simulator_transport
+    if transport is not None and len(transport.received) > SIMULATOR_HISTORY_LIMIT:
+        transport.clear()
 
 
 def build_client(credential: Credential, *, transport=None) -> anthropic.Anthropic:

@@ -30,9 +30,10 @@ from .client import (  # noqa: F401  (re-exported)
     client_for_team,
     credential_for_team,
     forget_clients,
+    trim_simulator_history,
     uses_simulator,
 )
-from .crypto import encrypt, fingerprint
+from .crypto import UndecryptableKey, encrypt, fingerprint
 from .errors import classify, scrub
 from .models import CallStatus, KeyTestStatus, ModelCallRecord, RateLimit, TeamCredential
 from .ratelimit import HEADER_PREFIX, Limits, bucket_name, get_limiter
@@ -242,7 +243,10 @@ def model_call(
     """
     if _in_transaction():
         raise ModelCallInTransaction("model_call must not run inside a database transaction")
-    credential = credential_for_team(team)
+    try:
+        credential = credential_for_team(team)
+    except UndecryptableKey as exc:
+        raise PermanentModelError(str(exc), kind="key_unreadable") from None
     outcome = execute_call(
         credential=credential,
         client=client_for_credential(credential),
@@ -260,6 +264,8 @@ def model_call(
         max_wait_s=settings.AGENTOPS_RATE_MAX_WAIT_S if max_wait_s is None else max_wait_s,
     )
     _record(team, model, outcome, credential, agent_id, usage_label, step_id)
+    if credential.source == Source.SIMULATOR:
+        trim_simulator_history()
     if outcome.error is not None:
         log.warning(
             "model call failed: team=%s model=%s kind=%s status=%s",
@@ -425,6 +431,8 @@ def rate_limit_save(*, team, actor, model, rpm, itpm, otpm, rate_limit=None):
         rate_limit = RateLimit(team=team, model=model)
         verb = "rate_limit.add"
     else:
+        # Re-read under a lock: a bound ModelForm has already changed the instance it holds.
+        rate_limit = RateLimit.objects.select_for_update().get(pk=rate_limit.pk, team=team)
         before = {
             "model": rate_limit.model,
             "rpm": rate_limit.rpm,
@@ -466,7 +474,10 @@ def rate_limit_delete(*, rate_limit, actor):
 
 def rate_limit_state(*, team, models):
     """The live state of the team's buckets for these models (for the usage page)."""
-    credential = credential_for_team(team)
+    try:
+        credential = credential_for_team(team)
+    except UndecryptableKey:
+        return []
     limiter = get_limiter()
     rows = []
     for model in models:

@@ -108,8 +108,10 @@ def limit_edit(request, pk):
     if request.method != "POST":
         form = RateLimitForm(instance=rate_limit, team=request.team)
         return render(request, "llm/limit_edit.html", {"form": form, "rate_limit": rate_limit})
-    before_model = rate_limit.model
-    form = RateLimitForm(request.POST, instance=rate_limit, team=request.team)
+    # The form gets its own copy: a failed save must not change what the page shows.
+    form = RateLimitForm(
+        request.POST, instance=get_for_team(request, RateLimit, pk=pk), team=request.team
+    )
     if form.is_valid():
         try:
             services.rate_limit_save(
@@ -126,7 +128,6 @@ def limit_edit(request, pk):
         else:
             messages.success(request, "Rate limit saved.")
             return redirect("llm:settings")
-    rate_limit.model = before_model
     return render(
         request, "llm/limit_edit.html", {"form": form, "rate_limit": rate_limit}, status=400
     )
