@@ -7,7 +7,7 @@ DEMO_AGENTS = [
     {
         "name": "Research assistant",
         "description": "Answers questions with sources, fetching pages from allowlisted hosts.",
-        "model": "claude-sonnet-4-5",
+        "model": "claude-sonnet-4-6",
         "system_prompt": (
             "You are a careful research assistant. Answer the user's question in a few short "
             "paragraphs. When you use the http_fetch tool, cite the URL you read. Say plainly "

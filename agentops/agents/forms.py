@@ -74,7 +74,14 @@ class AgentForm(forms.Form):
             kwargs["initial"] = _initial_from_version(version)
         super().__init__(*args, **kwargs)
         self.team = team
-        self.fields["model"].choices = model_choices(team)
+        choices = model_choices(team)
+        # A version may name a model since dropped from the catalogue: show it rather than
+        # let the browser silently pick another, and refuse it on save.
+        self.retired_model = None
+        if version is not None and version.model not in {value for value, _ in choices}:
+            self.retired_model = version.model
+            choices = [*choices, (version.model, f"{version.model} (not in the catalogue)")]
+        self.fields["model"].choices = choices
         stored = version.tools if version else []
         enabled = {entry["name"]: entry["permission"] for entry in stored}
         self.tool_specs = available_tools(team)
@@ -84,6 +91,7 @@ class AgentForm(forms.Form):
                 required=False, label=spec.name, initial=spec.name in enabled
             )
             self.fields[f"permission_{spec.name}"] = forms.ChoiceField(
+                required=False,
                 choices=ToolPermission.choices,
                 initial=enabled.get(spec.name, ToolPermission.ASK),
                 label=f"Permission for {spec.name}",
@@ -103,6 +111,14 @@ class AgentForm(forms.Form):
             for spec in self.tool_specs
         ]
 
+    def clean_model(self):
+        model = self.cleaned_data["model"]
+        if model == self.retired_model:
+            raise forms.ValidationError(
+                f"Unknown model {model}: choose a model from the catalogue."
+            )
+        return model
+
     def clean(self):
         data = super().clean()
         budget = data.get("thinking_budget")
@@ -120,7 +136,7 @@ class AgentForm(forms.Form):
         """Keyword arguments for agent_create / agent_update."""
         data = self.cleaned_data
         tools = [
-            {"name": name, "permission": data[f"permission_{name}"]}
+            {"name": name, "permission": data.get(f"permission_{name}") or ToolPermission.ASK}
             for name in self.tool_names
             if data.get(f"tool_{name}")
         ]

@@ -29,6 +29,9 @@ from .models import HostAllowlistEntry
 MAX_REDIRECTS = 5
 REDIRECT_STATUSES = {301, 302, 303, 307, 308}
 USER_AGENT = "agentops-tools/1"
+# Certificate verification for https: the system's trust store. Tests put an SSLContext
+# that trusts their own certificate authority here.
+TLS_VERIFY = True
 
 
 class Refused(Exception):
@@ -85,7 +88,9 @@ def resolve(host, port):
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as error:
         raise Refused(f"the host {host!r} could not be resolved") from error
-    return [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+    addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+    # IPv4 first: the address that is pinned should be one this host can usually reach.
+    return sorted(set(addresses), key=lambda a: (a.version, addresses.index(a)))
 
 
 def is_public_address(address):
@@ -210,7 +215,7 @@ def guarded_request(
     deadline = time.monotonic() + timeout_s
     entries = list(HostAllowlistEntry.objects.filter(team=team))
     # trust_env=False: no proxy from the environment may carry the request elsewhere.
-    with httpx2.Client(follow_redirects=False, trust_env=False) as client:
+    with httpx2.Client(follow_redirects=False, trust_env=False, verify=TLS_VERIFY) as client:
         for _hop in range(MAX_REDIRECTS + 1):
             target = check_url(team, url, entries)
             try:
@@ -223,6 +228,8 @@ def guarded_request(
                     deadline=deadline,
                     max_bytes=max_bytes,
                 )
+            except httpx2.InvalidURL as error:
+                raise Refused(f"the URL {url!r} is not valid") from error
             except httpx2.TimeoutException as error:
                 raise RequestFailed(f"timed out after {timeout_s:g} s") from error
             except httpx2.HTTPError as error:

@@ -7,7 +7,14 @@ from django.utils.text import slugify
 from agentops.teams.services import audit_record
 
 from .crypto import encrypt_secret
-from .models import VERSIONED_FIELDS, Agent, AgentVersion, HostAllowlistEntry, WebhookTool
+from .models import (
+    VERSIONED_FIELDS,
+    Agent,
+    AgentVersion,
+    HostAllowlistEntry,
+    ToolPermission,
+    WebhookTool,
+)
 
 
 def _normalized(values):
@@ -16,6 +23,12 @@ def _normalized(values):
         {"name": entry["name"], "permission": str(entry["permission"])}
         for entry in values.get("tools") or []
     ]
+    bad = [t["name"] for t in tools if t["permission"] not in ToolPermission.values]
+    if bad:
+        raise ValidationError({"tools": f"Choose allow or ask as the permission of {bad[0]}."})
+    names = [t["name"] for t in tools]
+    if len(set(names)) != len(names):
+        raise ValidationError({"tools": "Each tool can be enabled once."})
     temperature = values.get("temperature")
     return {
         "name": values["name"].strip(),

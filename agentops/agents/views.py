@@ -24,8 +24,12 @@ def agent_list(request):
     form = AgentFilterForm(request.GET or None)
     agents = form.filter(team_queryset(request, Agent).select_related("current_version"))
     page = paginate(request, agents)
+    archived_count = 0
+    if not page.object_list:
+        archived_count = team_queryset(request, Agent).filter(archived_at__isnull=False).count()
     template = "agents/list.html#agents" if request.htmx else "agents/list.html"
-    return render(request, template, {"form": form, "page": page})
+    context = {"form": form, "page": page, "archived_count": archived_count}
+    return render(request, template, context)
 
 
 @require_editor
@@ -46,9 +50,9 @@ def agent_create(request):
     return render(request, "agents/form.html", {"form": form})
 
 
-def _compare(request, agent, versions):
+def _compare(request, agent):
     """The compare form and, when two different versions are chosen, their diff."""
-    numbers = [version.number for version in versions]
+    numbers = list(agent.versions.order_by("-number").values_list("number", flat=True))
     if len(numbers) < 2:
         return None, None, None
     data = request.GET if "a" in request.GET or "b" in request.GET else None
@@ -60,7 +64,7 @@ def _compare(request, agent, versions):
         a, b = form.cleaned_data["a"], form.cleaned_data["b"]
     else:
         return form, None, None
-    by_number = {version.number: version for version in versions}
+    by_number = {v.number: v for v in agent.versions.filter(number__in=[a, b])}
     pair = (by_number[a], by_number[b])
     return form, pair, version_diff(*pair) if a != b else None
 
@@ -68,12 +72,12 @@ def _compare(request, agent, versions):
 @require_viewer
 def agent_detail(request, pk):
     agent = get_for_team(request, Agent.objects.select_related("current_version"), pk=pk)
-    versions = list(agent.versions.select_related("created_by").order_by("-number"))
-    compare_form, pair, diff = _compare(request, agent, versions)
+    history = paginate(request, agent.versions.select_related("created_by").order_by("-number"))
+    compare_form, pair, diff = _compare(request, agent)
     context = {
         "agent": agent,
         "version": agent.current_version,
-        "versions": versions,
+        "history": history,
         "compare_form": compare_form,
         "pair": pair,
         "diff": diff,
