@@ -21,26 +21,10 @@ class Section:
 
 SECTIONS = [
     Section("agents", "Agents", "agents:list"),
-    Section(
-        "rubrics",
-        "Rubrics",
-        "section-rubrics",
-        "Rubrics with weighted criteria, a grader and a pass bar, used to grade outputs "
-        "and drive revisions until they pass.",
-    ),
-    Section(
-        "workflows",
-        "Workflows",
-        "workflows:list",
-    ),
+    Section("rubrics", "Rubrics", "rubrics:list"),
+    Section("workflows", "Workflows", "workflows:list"),
     Section("runs", "Runs", "runs:list"),
-    Section(
-        "review",
-        "Review",
-        "section-review",
-        "The review queue: graded outputs waiting for a human, with per-criterion "
-        "scores to agree with or override.",
-    ),
+    Section("review", "Review", "review:queue"),
     Section(
         "memory",
         "Memory",

@@ -93,6 +93,7 @@ INSTALLED_APPS = [
     "agentops.llm",
     "agentops.runs",
     "agentops.workflows",
+    "agentops.outcomes",
 ]
 
 MIDDLEWARE = [

@@ -20,6 +20,8 @@ urlpatterns = [
     path("runs/", include("agentops.runs.urls")),
     path("workflows/", include("agentops.workflows.urls")),
     path("", include("agentops.llm.urls")),
+    path("rubrics/", include("agentops.outcomes.urls")),
+    path("review/", include("agentops.review.urls")),
     path("admin/", admin.site.urls),
     path("healthz", team_views.healthz, name="healthz"),
 ]
