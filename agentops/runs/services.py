@@ -117,9 +117,10 @@ def child_thread_end(*, run, thread, outcome, text=""):
     if outcome == "succeeded":
         thread.output = text
     thread.save()
-    Step.objects.filter(thread=thread, status__in=OPEN_STEP_STATUSES).update(
-        status=StepStatus.CANCELLED, finished_at=now, error=f"Not executed: thread {outcome}."
-    )
+    if outcome != "succeeded":  # a thread that answered has nothing left open
+        Step.objects.filter(thread=thread, status__in=OPEN_STEP_STATUSES).update(
+            status=StepStatus.CANCELLED, finished_at=now, error=f"Not executed: thread {outcome}."
+        )
     parent = Thread.objects.select_for_update().get(pk=thread.parent_id)
     parent.pending_children = max(parent.pending_children - 1, 0)
     for hook in CHILD_FINISHED_HOOKS:

@@ -44,12 +44,25 @@ OUTCOME_WORDS = {
 }
 
 
+# A run's WorkflowRun and its version never change: remember them per process, since the
+# engine asks on every model call and every checkpoint of the run's threads.
+_WORKFLOW_RUNS = {}
+_CACHE_LIMIT = 2048
+
+
 def _workflow_run(run_id):
-    return (
+    if run_id in _WORKFLOW_RUNS:
+        return _WORKFLOW_RUNS[run_id]
+    found = (
         WorkflowRun.objects.select_related("version", "version__workflow")
         .filter(run_id=run_id)
         .first()
     )
+    if found is not None:
+        if len(_WORKFLOW_RUNS) >= _CACHE_LIMIT:
+            _WORKFLOW_RUNS.clear()
+        _WORKFLOW_RUNS[run_id] = found
+    return found
 
 
 def thread_depth(thread):
@@ -98,17 +111,17 @@ def delegate_tools(*, thread):
     workflow_run = _workflow_run(thread.run_id)
     if workflow_run is None:
         return []
-    if thread_depth(thread) >= workflow_run.version.max_depth:
+    max_depth = workflow_run.version.max_depth
+    if thread.parent_id is not None and (max_depth <= 1 or thread_depth(thread) >= max_depth):
         return []
     return [delegate_tool_param(workflow_run.version)]
 
 
-def _refusal(workflow_run, thread, step, roster_by_key, run):
+def _refusal(workflow_run, step, roster_by_key, *, depth, started):
     """Why this delegate call may not start a sub-agent, or ""."""
     if workflow_run is None:
         return "The delegate tool only works for the lead of a workflow run."
     version = workflow_run.version
-    depth = thread_depth(thread) + 1
     if depth > version.max_depth:
         return (
             f"Delegation depth limit reached: this workflow allows {version.max_depth} "
@@ -125,7 +138,6 @@ def _refusal(workflow_run, thread, step, roster_by_key, run):
         return f"The specialist {key} is archived and cannot take sub-tasks."
     if not str(tool_input.get("task") or "").strip():
         return "Give the specialist a task."
-    started = Delegation.objects.filter(run=run).count()
     if started >= version.max_children:
         return (
             f"Sub-agent limit reached: a run of this workflow may start at most "
@@ -138,28 +150,39 @@ def delegations_start(*, run, thread, steps):
     """Start one child thread per delegate call (deferred tool steps of a locked thread)."""
     workflow_run = _workflow_run(run.pk)
     roster_by_key = {}
+    started = 0
     if workflow_run is not None:
         roster_by_key = {entry.key: entry for entry in roster_of(workflow_run.version)}
+        started = Delegation.objects.filter(run=run).count()
     depth = thread_depth(thread) + 1
+    accepted = []
     for step in steps:
-        refusal = _refusal(workflow_run, thread, step, roster_by_key, run)
+        refusal = _refusal(workflow_run, step, roster_by_key, depth=depth, started=started)
         if refusal:
             step.error = refusal
             engine.tool_step_resolve(
                 run=run, thread=thread, step=step, content=refusal, is_error=True
             )
             continue
-        tool_input = step.request["input"]
-        entry = roster_by_key[tool_input["specialist"]]
-        task = str(tool_input["task"]).strip()
-        child = Thread.objects.create(
+        entry = roster_by_key[step.request["input"]["specialist"]]
+        accepted.append((step, entry, str(step.request["input"]["task"]).strip()))
+        started += 1
+    if not accepted:
+        return
+    # One insert for every child thread and one for every delegation: a fan-out of fifty
+    # starts inside the transaction that recorded the lead's response.
+    children = Thread.objects.bulk_create(
+        Thread(
             run=run,
             parent=thread,
             agent_version=entry.agent_version(),
             role=ThreadRole.WORKER,
             messages=[{"role": "user", "content": task}],
         )
-        Delegation.objects.create(
+        for _, entry, task in accepted
+    )
+    delegations = Delegation.objects.bulk_create(
+        Delegation(
             run=run,
             parent=thread,
             step=step,
@@ -168,36 +191,47 @@ def delegations_start(*, run, thread, steps):
             task=task,
             depth=depth,
         )
-        thread.pending_children += 1
-    if thread.pending_children:
-        thread.status = ThreadStatus.WAITING_CHILDREN
-    if workflow_run is not None:
-        start_waiting_children(run=run, version=workflow_run.version)
+        for (step, entry, task), child in zip(accepted, children, strict=True)
+    )
+    thread.pending_children += len(delegations)
+    thread.status = ThreadStatus.WAITING_CHILDREN
+    start_waiting_children(run=run, version=workflow_run.version, fresh=delegations)
 
 
-def start_waiting_children(*, run, version):
-    """Queue the first model call of waiting children while the parallel limit allows."""
-    running = Delegation.objects.filter(run=run, status=DelegationStatus.RUNNING).count()
-    free = version.max_parallel - running
-    if free <= 0:
+def start_waiting_children(*, run, version, fresh=None):
+    """Queue the first model call of waiting children while the parallel limit allows.
+    `fresh`: delegations just created in this transaction (their rows need no reading)."""
+    if fresh is not None:
+        running = Delegation.objects.filter(run=run, status=DelegationStatus.RUNNING).count()
+        waiting = fresh
+    else:
+        waiting = list(
+            Delegation.objects.filter(run=run, status=DelegationStatus.WAITING)
+            .select_related("child")
+            .order_by("id")[: version.max_parallel]
+        )
+        if not waiting:
+            return
+        running = Delegation.objects.filter(run=run, status=DelegationStatus.RUNNING).count()
+    chosen = waiting[: max(version.max_parallel - running, 0)]
+    if not chosen:
         return
-    now = timezone.now()
-    waiting = Delegation.objects.filter(run=run, status=DelegationStatus.WAITING).order_by("id")
-    for delegation in waiting[:free]:
-        child = Thread.objects.select_for_update().get(pk=delegation.child_id)
+    for delegation in chosen:
+        # The run's row lock, held by every caller, serialises all changes to its threads.
+        child = delegation.child
         engine.step_create(thread=child, kind=StepKind.MODEL_CALL, turn=1)
-        child.save(update_fields=["next_sequence"])
-        delegation.status = DelegationStatus.RUNNING
-        delegation.started_at = now
-        delegation.save(update_fields=["status", "started_at"])
+        Thread.objects.filter(pk=child.pk).update(next_sequence=child.next_sequence)
+    Delegation.objects.filter(pk__in=[d.pk for d in chosen]).update(
+        status=DelegationStatus.RUNNING, started_at=timezone.now()
+    )
 
 
 def delegation_finished(*, run, parent, child, outcome, text):
     """A child thread ended: its result answers its delegate call (is_error unless it
     succeeded); a freed slot starts the next waiting child."""
+    # The caller holds the run's row lock, under which every delegation of the run changes.
     delegation = (
-        Delegation.objects.select_for_update()
-        .select_related("roster_entry__agent")
+        Delegation.objects.select_related("roster_entry__agent", "step")
         .filter(child_id=child.pk)
         .first()
     )
@@ -208,8 +242,8 @@ def delegation_finished(*, run, parent, child, outcome, text):
     delegation.started_at = delegation.started_at or delegation.finished_at
     if outcome != "succeeded":
         delegation.error = text
-    delegation.save()
-    step = Step.objects.select_for_update().get(pk=delegation.step_id)
+    delegation.save(update_fields=["status", "finished_at", "started_at", "error"])
+    step = delegation.step
     if outcome == "succeeded":
         content, is_error = text or "(The specialist returned no text.)", False
     else:
