@@ -86,3 +86,16 @@ class ScheduleFireAdmin(admin.ModelAdmin):
     list_display = ["schedule", "fired_at", "outcome", "run"]
     list_filter = ["outcome", "schedule__team"]
     search_fields = ["schedule__name", "message"]
+
+
+@admin.register(RosterEntry)
+class RosterEntryAdmin(admin.ModelAdmin):
+    list_display = ["workflow_version", "position", "agent", "pinned_version"]
+    list_filter = ["workflow_version__workflow__team"]
+    search_fields = ["agent__name", "role_description", "workflow_version__workflow__name"]
+
+    def has_change_permission(self, request, obj=None):
+        return False  # part of an immutable workflow version
+
+    def has_add_permission(self, request):
+        return False
