@@ -261,6 +261,9 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
+# One queue name per deployment by default; `manage.py bench overhead` gives its own worker a
+# private queue so a running production worker never takes the benchmark's steps.
+CELERY_TASK_DEFAULT_QUEUE = os.environ.get("AGENTOPS_CELERY_QUEUE", "") or "celery"
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
     # A message not acknowledged within this window is redelivered; it must outlast the

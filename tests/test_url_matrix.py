@@ -6,6 +6,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from agentops.teams.models import Membership, Role
+from tests.outcomes.factories import grade, graded_evaluation, make_rubric
 
 # URLs anyone may open without logging in.
 PUBLIC = {"login", "healthz", "logout", "password_reset"}
@@ -15,6 +16,26 @@ PUBLIC = {"login", "healthz", "logout", "password_reset"}
 URL_KWARGS = {
     "teams:member-role": lambda objs: {"pk": objs["membership"].pk},
     "teams:member-remove": lambda objs: {"pk": objs["membership"].pk},
+    "agents:detail": lambda objs: {"pk": objs["agent"].pk},
+    "agents:edit": lambda objs: {"pk": objs["agent"].pk},
+    "agents:archive": lambda objs: {"pk": objs["agent"].pk},
+    "agents:unarchive": lambda objs: {"pk": objs["agent"].pk},
+    "agents:version": lambda objs: {"pk": objs["agent"].pk, "number": 1},
+    "agents:webhook-edit": lambda objs: {"pk": objs["webhook_tool"].pk},
+    "agents:webhook-delete": lambda objs: {"pk": objs["webhook_tool"].pk},
+    "agents:allowlist-remove": lambda objs: {"pk": objs["allowlist_entry"].pk},
+    "runs:detail": lambda objs: {"pk": objs["run"].pk},
+    "runs:cancel": lambda objs: {"pk": objs["run"].pk},
+    "runs:rerun": lambda objs: {"pk": objs["run"].pk},
+    "runs:start": lambda objs: {"agent_pk": objs["agent"].pk},
+    "runs:approval": lambda objs: {"pk": objs["run"].steps.first().pk},
+    "rubrics:detail": lambda objs: {"pk": objs["rubric"].pk},
+    "rubrics:edit": lambda objs: {"pk": objs["rubric"].pk},
+    "rubrics:archive": lambda objs: {"pk": objs["rubric"].pk},
+    "rubrics:version": lambda objs: {"pk": objs["rubric"].pk, "number": 1},
+    "review:evaluation": lambda objs: {"pk": objs["evaluation"].pk},
+    "review:evaluation-review": lambda objs: {"pk": objs["evaluation"].pk},
+    "review:evaluation-assign": lambda objs: {"pk": objs["evaluation"].pk},
 }
 
 
@@ -35,7 +56,34 @@ ALL_URLS = sorted(set(_named_urls()))
 
 @pytest.fixture
 def team_a_objects(alice, bob):
-    return {"membership": Membership.objects.get(user=bob)}
+    from agentops.agents.models import HostAllowlistEntry
+    from agentops.agents.services import agent_create, webhook_tool_create
+    from agentops.runs.services import run_start
+
+    team = alice.memberships.get().team
+    agent = agent_create(
+        team=team, actor=alice, name="A", model="claude-haiku-4-5", system_prompt="x", max_tokens=10
+    )
+    entry = HostAllowlistEntry.objects.create(team=team, host="hooks.example.com")
+    tool = webhook_tool_create(
+        team=team,
+        actor=alice,
+        name="hook",
+        description="d",
+        input_schema={"type": "object"},
+        url="https://hooks.example.com/x",
+        secret="s" * 16,
+    )
+    rubric = make_rubric(team, alice, max_iterations=1)
+    return {
+        "rubric": rubric,
+        "evaluation": graded_evaluation(team, rubric, [grade()]),
+        "membership": Membership.objects.get(user=bob),
+        "agent": agent,
+        "webhook_tool": tool,
+        "allowlist_entry": entry,
+        "run": run_start(agent=agent, input="hello", actor=alice),
+    }
 
 
 def _url(name, takes_args, objs):

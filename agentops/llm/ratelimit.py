@@ -7,22 +7,27 @@ of the clock (tau), i.e. hold L * burst_s / 60 units.
 
 A call asks for all three budgets at once (1 request, its input estimate, its max_tokens).
 Instead of "yes or retry later", the limiter hands out a *slot*: the earliest time at which
-all three buckets conform, never earlier than the slot given to the call before it. The
-call sleeps until its slot. Slots are therefore handed out in arrival order (FIFO), waiting
-callers never poll, a big call cannot be starved by small ones, and concurrent runs share
-the budget in the order they asked. A call whose slot lies further away than its maximum
-wait is refused without reserving anything (RateBudgetExhausted).
+all three buckets conform, never earlier than the slot given to the call before it. Slots
+are therefore handed out in arrival order (FIFO): a big call cannot be starved by small ones
+and concurrent runs share the budget in the order they asked. A call whose slot lies further
+away than its maximum wait is refused without reserving anything (RateBudgetExhausted).
 
-After the call, `settle` refunds what was reserved but not used (the estimate minus the real
-input, max_tokens minus the real output), and reconciles with the server's
-anthropic-ratelimit-*-remaining headers: if the server says less is left than we think, our
-TAT moves forward. A 429's retry-after holds every new slot back until it has passed.
+The call sleeps until its slot and then *claims* it: only then does it count as sent. Until
+then its booking waits in a queue kept apart from the bucket the API sees. After the call,
+`settle` refunds what was reserved but not used (the estimate minus the real input,
+max_tokens minus the real output) and reconciles with the server's
+anthropic-ratelimit-*-remaining headers (if the server says less is left than we think, the
+bucket moves forward); both are capped as the API caps its bucket, and the waiting bookings
+are then given the slots they would get now (earlier after a refund, later after a pessimistic
+header). A sleeping caller looks its booking up every POLL_S seconds to notice a move. A
+429's retry-after holds every waiting and new slot back until it has passed.
 
 With Redis (settings.REDIS_URL), one Lua script updates the buckets atomically, using the
 Redis clock, so every worker on every machine shares them. The in-process LocalLimiter (same
 arithmetic under a lock) is only for the embedded default, which runs one worker process.
 """
 
+import itertools
 import json
 import threading
 import time
@@ -45,6 +50,10 @@ HEADER_PREFIX = {
     "output_tokens": "anthropic-ratelimit-output-tokens",
 }
 KEY_PREFIX = "agentops:rl:"
+POLL_S = 0.1  # how often a waiting call looks whether its slot moved
+# A booking not claimed this long after its slot belongs to a caller that died; it is then
+# counted at its slot and forgotten.
+ABANDONED_AFTER_S = 10
 _US = 1_000_000
 
 
@@ -65,6 +74,7 @@ class Reservation:
     costs: tuple[int, int, int]
     wait_s: float
     slot_at: float  # when the call may be sent, in seconds on the limiter's clock
+    ticket: str = ""  # names the booking while it waits (its slot may move, see `wait`)
     settled: bool = field(default=False)
 
 
@@ -114,7 +124,7 @@ class Limiter:
     def reserve(self, *, bucket, limits, input_tokens, output_tokens, max_wait_s):
         """Reserve budget for one call or raise RateBudgetExhausted. Does not sleep."""
         costs = (1, max(int(input_tokens), 0), max(int(output_tokens), 0))
-        status, wait_us, binding, slot_us = self._reserve(bucket, limits, costs, max_wait_s)
+        status, wait_us, binding, slot_us, ticket = self._reserve(bucket, limits, costs, max_wait_s)
         wait_s = wait_us / _US
         if status != 1:
             raise _exhausted(binding, -1 if status == -1 else wait_s, max_wait_s, costs, limits)
@@ -124,7 +134,27 @@ class Limiter:
             costs=costs,
             wait_s=wait_s,
             slot_at=slot_us / _US,
+            ticket=ticket,
         )
+
+    def wait(self, reservation, *, sleep=time.sleep, poll_s=POLL_S):
+        """Sleep until the reservation's slot, then claim it (the call is being sent now).
+
+        While waiting, a refund or a server header may move the slot earlier or later, so
+        the booking is looked up again at least every `poll_s` seconds.
+        """
+        if not reservation.ticket:  # admitted at once, already counted as sent
+            return
+        slot_us = reservation.slot_at * _US
+        now_us = slot_us - reservation.wait_s * _US
+        while True:
+            if slot_us > now_us:
+                sleep(min((slot_us - now_us) / _US, poll_s))
+            now_us, found = self._claim(reservation.bucket, reservation.ticket)
+            if found < 0:
+                reservation.slot_at = now_us / _US
+                return
+            slot_us = found
 
     def settle(
         self, reservation, *, input_tokens=None, output_tokens=None, headers=None, hold_s=0.0
@@ -160,7 +190,7 @@ class Limiter:
         for name, limit, tat in zip(BUDGETS, limits.as_tuple(), tats, strict=True):
             per_unit = 60 * _US / limit
             capacity = limit * self.burst_s / 60
-            available = (now_us + tau - max(tat if tat is not None else now_us, now_us)) / per_unit
+            available = (now_us + tau - max(tat, now_us)) / per_unit
             result["budgets"].append(
                 {
                     "name": name,
@@ -187,144 +217,281 @@ class LocalLimiter(Limiter):
         self._clock = clock
         self._lock = threading.Lock()
         self._buckets = {}
+        self._tickets = itertools.count(1)
 
     def _now_us(self):
         return int(self._clock() * _US)
 
+    def _bucket(self, bucket, now):
+        state = self._buckets.setdefault(
+            bucket, {"base": [0, 0, 0], "queue": [], "last": 0, "hold": 0, "server": ""}
+        )
+        while state["queue"] and state["queue"][0][0] <= now - ABANDONED_AFTER_S * _US:
+            slot, spans, _ticket = state["queue"].pop(0)
+            self._count(state, spans, slot)
+        return state
+
+    @staticmethod
+    def _count(state, spans, at):
+        state["base"] = [
+            max(tat, at) + span for tat, span in zip(state["base"], spans, strict=True)
+        ]
+
+    @staticmethod
+    def _tats(state, now):
+        tats = []
+        for index in range(3):
+            tat = max(state["base"][index], now)
+            for slot, spans, _ticket in state["queue"]:
+                tat = max(tat, slot) + spans[index]
+            tats.append(tat)
+        return tats
+
+    def _reslot(self, state, now):
+        tats = [max(base, now) for base in state["base"]]
+        previous = max(now, state["hold"])
+        for entry in state["queue"]:
+            slot = previous
+            for index in range(3):
+                slot = max(slot, tats[index] + entry[1][index] - self.burst_s * _US)
+            for index in range(3):
+                tats[index] = max(tats[index], slot) + entry[1][index]
+            entry[0] = previous = slot
+        if state["queue"]:
+            state["last"] = previous
+
     def _reserve(self, bucket, limits, costs, max_wait_s):
         with self._lock:
             now = self._now_us()
-            state = self._buckets.setdefault(bucket, {"tat": [None] * 3, "last": 0, "hold": 0})
+            state = self._bucket(bucket, now)
             tau = self.burst_s * _US
             slot = max(now, state["last"], state["hold"])
             binding = 4 if state["hold"] > now and state["hold"] >= state["last"] else 0
-            per_units = []
-            for index, (limit, cost) in enumerate(zip(limits.as_tuple(), costs, strict=True)):
+            spans = []
+            for index, (limit, cost, tat) in enumerate(
+                zip(limits.as_tuple(), costs, self._tats(state, now), strict=True)
+            ):
                 if cost > limit:
-                    return -1, 0, index + 1, 0
-                per_unit = 60 * _US / limit
-                per_units.append(per_unit)
-                tat = max(state["tat"][index] or now, now)
-                conforms_at = tat + cost * per_unit - tau
+                    return -1, 0, index + 1, 0, ""
+                spans.append(cost * 60 * _US / limit)
+                conforms_at = tat + spans[index] - tau
                 if conforms_at > slot:
                     slot, binding = conforms_at, index + 1
             wait = slot - now
             if wait > max_wait_s * _US:
-                return 0, wait, binding or 1, 0
-            for index, cost in enumerate(costs):
-                tat = max(state["tat"][index] or now, now)
-                state["tat"][index] = max(tat, slot) + cost * per_units[index]
+                return 0, wait, binding or 1, 0, ""
             state["last"] = slot
-            return 1, wait, binding, slot
+            if wait <= 0:
+                self._count(state, spans, now)
+                return 1, 0, binding, slot, ""
+            ticket = f"{next(self._tickets):012d}"
+            state["queue"].append([slot, spans, ticket])
+            return 1, wait, binding, slot, ticket
+
+    def _claim(self, bucket, ticket):
+        with self._lock:
+            now = self._now_us()
+            state = self._bucket(bucket, now)
+            for position, (slot, spans, entry_ticket) in enumerate(state["queue"]):
+                if entry_ticket == ticket:
+                    if slot > now:
+                        return now, slot
+                    del state["queue"][position]
+                    self._count(state, spans, now)
+                    break
+            return now, -1
 
     def _settle(self, bucket, limits, deltas, remaining, hold_s, snapshot):
         with self._lock:
             now = self._now_us()
-            state = self._buckets.setdefault(bucket, {"tat": [None] * 3, "last": 0, "hold": 0})
+            state = self._bucket(bucket, now)
             tau = self.burst_s * _US
             for index, limit in enumerate(limits.as_tuple()):
                 per_unit = 60 * _US / limit
-                tat = max(state["tat"][index] or now, now) - deltas[index] * per_unit
-                if remaining[index] >= 0 and (now + tau - tat) / per_unit > remaining[index]:
-                    tat = now + tau - remaining[index] * per_unit
-                state["tat"][index] = max(tat, now)
+                base = max(state["base"][index], now) - deltas[index] * per_unit
+                if remaining[index] >= 0 and (now + tau - base) / per_unit > remaining[index]:
+                    base = now + tau - remaining[index] * per_unit
+                state["base"][index] = max(base, now)
             if hold_s > 0:
                 state["hold"] = max(state["hold"], now + int(hold_s * _US))
             if snapshot:
                 state["server"] = snapshot
+            self._reslot(state, now)
 
     def _state(self, bucket):
         with self._lock:
             now = self._now_us()
-            state = self._buckets.get(bucket) or {"tat": [None] * 3, "last": 0, "hold": 0}
-            return now, list(state["tat"]), state["last"], state["hold"], state.get("server", "")
+            state = self._bucket(bucket, now)
+            return now, self._tats(state, now), state["last"], state["hold"], state["server"]
 
 
 # --- Redis ------------------------------------------------------------------------------
 
-# One script for every change to a bucket, so reserve, refund, reconcile and hold are each
-# atomic and see the same clock (the Redis server's). Times are integer microseconds.
+# One script for every change to a bucket, so reserve, settle and state are each atomic and
+# see the same clock (the Redis server's). Times are integer microseconds.
+#
+# Each budget is kept in two parts. `base` is the TAT of the bucket as the API sees it: the
+# calls that were sent. `queue` (a sorted set scored by slot) holds the bookings of calls
+# still waiting, each as (ticket, time span per budget). The full TAT is the base with the
+# queue replayed on top (max(tat, slot) + span, in slot order); a booking joins the base
+# when its caller claims it (at the claim's time). Refunds and server headers change only the
+# base, capped as the API's bucket is (it never holds more than its burst), and then the
+# queue is re-slotted: a refund cannot be spent twice by hiding behind bookings the API has
+# not seen yet.
 LUA = """
 local key = KEYS[1]
+local qkey = KEYS[2]
 local op = ARGV[1]
 local burst_us = tonumber(ARGV[2]) * 1000000
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local names = {'r', 'i', 'o'}
-local function tat_of(index)
-  local v = tonumber(redis.call('HGET', key, names[index]))
-  if v == nil or v < now then return now end
-  return v
+local base = {}
+for index = 1, 3 do
+  base[index] = tonumber(redis.call('HGET', key, names[index]) or '0')
 end
-local function expire(latest)
+local function parse(member, score)
+  local parts = {tonumber(score)}
+  for part in string.gmatch(member, '[^|]+') do parts[#parts + 1] = tonumber(part) end
+  return parts  -- slot, ticket, span r, span i, span o
+end
+-- Bookings long past their slot belong to callers that died: count them and forget them.
+local abandoned = now - tonumber(ARGV[3]) * 1000000
+local due = redis.call('ZRANGEBYSCORE', qkey, '-inf', abandoned, 'WITHSCORES')
+for i = 1, #due, 2 do
+  local b = parse(due[i], due[i + 1])
+  for index = 1, 3 do base[index] = math.max(base[index], b[1]) + b[index + 2] end
+end
+if #due > 0 then
+  redis.call('ZREMRANGEBYSCORE', qkey, '-inf', abandoned)
+  for index = 1, 3 do
+    redis.call('HSET', key, names[index], string.format('%.0f', base[index]))
+  end
+end
+local queue = {}
+local members = redis.call('ZRANGE', qkey, 0, -1, 'WITHSCORES')
+for i = 1, #members, 2 do
+  local b = parse(members[i], members[i + 1])
+  b.member = members[i]
+  queue[#queue + 1] = b
+end
+local function tat_of(index)
+  local tat = math.max(base[index], now)
+  for _, b in ipairs(queue) do tat = math.max(tat, b[1]) + b[index + 2] end
+  return tat
+end
+local function save(latest)
+  for index = 1, 3 do
+    redis.call('HSET', key, names[index], string.format('%.0f', base[index]))
+  end
   local ttl = math.floor((latest - now) / 1000) + 120000
   if ttl < 120000 then ttl = 120000 end
   redis.call('PEXPIRE', key, ttl)
+  redis.call('PEXPIRE', qkey, ttl)
 end
 
 if op == 'reserve' then
-  local max_wait = tonumber(ARGV[3]) * 1000000
+  local max_wait = tonumber(ARGV[4]) * 1000000
   local last = tonumber(redis.call('HGET', key, 'last') or '0')
   local hold = tonumber(redis.call('HGET', key, 'hold') or '0')
   local slot = math.max(now, last, hold)
   local binding = 0
   if hold > now and hold >= last then binding = 4 end
-  local per = {}
-  local cost = {}
+  local span = {}
+  local latest = slot
   for index = 1, 3 do
-    local limit = tonumber(ARGV[2 + index * 2])
-    cost[index] = tonumber(ARGV[3 + index * 2])
-    if cost[index] > limit then return {-1, 0, index} end
-    per[index] = 60000000 / limit
-    local conforms = tat_of(index) + cost[index] * per[index] - burst_us
+    local limit = tonumber(ARGV[3 + index * 2])
+    local cost = tonumber(ARGV[4 + index * 2])
+    if cost > limit then return {-1, 0, index, '0', ''} end
+    span[index] = cost * 60000000 / limit
+    local tat = tat_of(index)
+    local conforms = tat + span[index] - burst_us
     if conforms > slot then slot = conforms; binding = index end
+    if tat + span[index] > latest then latest = tat + span[index] end
   end
   local wait = slot - now
   if wait > max_wait then
     if binding == 0 then binding = 1 end
-    return {0, math.floor(wait), binding}
-  end
-  local latest = slot
-  for index = 1, 3 do
-    local tat = math.max(tat_of(index), slot) + cost[index] * per[index]
-    redis.call('HSET', key, names[index], string.format('%.0f', tat))
-    if tat > latest then latest = tat end
+    return {0, math.floor(wait), binding, '0', ''}
   end
   redis.call('HSET', key, 'last', string.format('%.0f', slot))
-  expire(latest)
-  return {1, math.floor(wait), binding, string.format('%.0f', slot)}
+  if wait <= 0 then
+    -- Admitted at once: the call is sent now, so it is in the bucket now.
+    for index = 1, 3 do base[index] = math.max(base[index], now) + span[index] end
+    save(latest)
+    return {1, 0, binding, string.format('%.0f', slot), ''}
+  end
+  local ticket = string.format('%012d', redis.call('HINCRBY', key, 'n', 1))
+  local member = string.format('%s|%.3f|%.3f|%.3f', ticket, span[1], span[2], span[3])
+  redis.call('ZADD', qkey, string.format('%.0f', slot), member)
+  save(latest + (slot - now))
+  return {1, math.floor(wait), binding, string.format('%.0f', slot), ticket}
+end
+
+if op == 'claim' then
+  -- The caller woke up: if its slot has come, its call is sent now and counts from now.
+  for _, b in ipairs(queue) do
+    if string.sub(b.member, 1, 12) == ARGV[4] then
+      if b[1] > now then
+        return {string.format('%.0f', now), string.format('%.0f', b[1])}
+      end
+      redis.call('ZREM', qkey, b.member)
+      for index = 1, 3 do base[index] = math.max(base[index], now) + b[index + 2] end
+      save(now)
+      break
+    end
+  end
+  return {string.format('%.0f', now), '-1'}
 end
 
 if op == 'settle' then
   local latest = now
   for index = 1, 3 do
-    local limit = tonumber(ARGV[index * 3])
-    local delta = tonumber(ARGV[index * 3 + 1])
-    local remaining = tonumber(ARGV[index * 3 + 2])
+    local limit = tonumber(ARGV[index * 3 + 1])
+    local delta = tonumber(ARGV[index * 3 + 2])
+    local remaining = tonumber(ARGV[index * 3 + 3])
     local per = 60000000 / limit
-    local tat = tat_of(index) - delta * per
-    if remaining >= 0 and (now + burst_us - tat) / per > remaining then
-      tat = now + burst_us - remaining * per
+    local b = math.max(base[index], now) - delta * per
+    if remaining >= 0 and (now + burst_us - b) / per > remaining then
+      b = now + burst_us - remaining * per
     end
-    if tat < now then tat = now end
-    redis.call('HSET', key, names[index], string.format('%.0f', tat))
-    if tat > latest then latest = tat end
+    if b < now then b = now end
+    base[index] = b
+    if tat_of(index) > latest then latest = tat_of(index) end
   end
-  local hold_s = tonumber(ARGV[12])
+  local hold_s = tonumber(ARGV[13])
   if hold_s > 0 then
     local hold = math.max(tonumber(redis.call('HGET', key, 'hold') or '0'), now + hold_s * 1000000)
     redis.call('HSET', key, 'hold', string.format('%.0f', hold))
     if hold > latest then latest = hold end
   end
-  if ARGV[13] ~= '' then redis.call('HSET', key, 'srv', ARGV[13]) end
-  expire(latest)
+  if ARGV[14] ~= '' then redis.call('HSET', key, 'srv', ARGV[14]) end
+  -- Waiting bookings move to the slots they would get now, in the same order: earlier
+  -- after a refund, later when the server said less is left or asked us to pause.
+  if #queue > 0 then
+    local tats = {}
+    for index = 1, 3 do tats[index] = math.max(base[index], now) end
+    local previous = math.max(now, tonumber(redis.call('HGET', key, 'hold') or '0'))
+    for _, b in ipairs(queue) do
+      local slot = previous
+      for index = 1, 3 do slot = math.max(slot, tats[index] + b[index + 2] - burst_us) end
+      for index = 1, 3 do tats[index] = math.max(tats[index], slot) + b[index + 2] end
+      redis.call('ZADD', qkey, string.format('%.0f', slot), b.member)
+      b[1] = slot
+      previous = slot
+    end
+    redis.call('HSET', key, 'last', string.format('%.0f', previous))
+    for index = 1, 3 do if tats[index] > latest then latest = tats[index] end end
+  end
+  save(latest)
   return {1}
 end
 
 if op == 'state' then
-  local v = redis.call('HMGET', key, 'r', 'i', 'o', 'last', 'hold', 'srv')
-  return {string.format('%.0f', now), v[1] or '', v[2] or '', v[3] or '',
-          v[4] or '0', v[5] or '0', v[6] or ''}
+  local v = redis.call('HMGET', key, 'last', 'hold', 'srv')
+  return {string.format('%.0f', now), string.format('%.0f', tat_of(1)),
+          string.format('%.0f', tat_of(2)), string.format('%.0f', tat_of(3)),
+          v[1] or '0', v[2] or '0', v[3] or ''}
 end
 return redis.error_reply('unknown op')
 """
@@ -336,29 +503,34 @@ class RedisLimiter(Limiter):
         self._client = client
         self._script = client.register_script(LUA)
 
-    def _key(self, bucket):
-        return KEY_PREFIX + bucket
+    def _keys(self, bucket):
+        return [KEY_PREFIX + bucket, KEY_PREFIX + bucket + ":queue"]
 
     def _reserve(self, bucket, limits, costs, max_wait_s):
-        args = ["reserve", self.burst_s, max(float(max_wait_s), 0.0)]
+        args = ["reserve", self.burst_s, ABANDONED_AFTER_S, max(float(max_wait_s), 0.0)]
         for limit, cost in zip(limits.as_tuple(), costs, strict=True):
             args += [limit, cost]
-        reply = self._script(keys=[self._key(bucket)], args=args)
-        slot = int(reply[3]) if len(reply) > 3 else 0
-        return int(reply[0]), int(reply[1]), int(reply[2]), slot
+        reply = self._script(keys=self._keys(bucket), args=args)
+        ticket = reply[4].decode() if isinstance(reply[4], bytes) else reply[4]
+        return int(reply[0]), int(reply[1]), int(reply[2]), int(reply[3]), ticket
+
+    def _claim(self, bucket, ticket):
+        args = ["claim", self.burst_s, ABANDONED_AFTER_S, ticket]
+        reply = self._script(keys=self._keys(bucket), args=args)
+        return int(reply[0]), int(reply[1])
 
     def _settle(self, bucket, limits, deltas, remaining, hold_s, snapshot):
-        args = ["settle", self.burst_s]
+        args = ["settle", self.burst_s, ABANDONED_AFTER_S]
         for limit, delta, left in zip(limits.as_tuple(), deltas, remaining, strict=True):
             args += [limit, delta, left]
         args += [hold_s, snapshot]
-        self._script(keys=[self._key(bucket)], args=args)
+        self._script(keys=self._keys(bucket), args=args)
 
     def _state(self, bucket):
-        raw = self._script(keys=[self._key(bucket)], args=["state", self.burst_s])
+        raw = self._script(keys=self._keys(bucket), args=["state", self.burst_s, ABANDONED_AFTER_S])
         values = [v.decode() if isinstance(v, bytes) else v for v in raw]
         now = int(values[0])
-        tats = [int(v) if v else None for v in values[1:4]]
+        tats = [int(v) for v in values[1:4]]
         return now, tats, int(values[4] or 0), int(values[5] or 0), values[6]
 
 
@@ -381,13 +553,14 @@ def get_limiter():
         return _limiter
 
 
-def reset_all():
-    """Forget every bucket (tests; after changing the burst). Live callers start afresh."""
+def reset_all(*, keep=("bench-",)):
+    """Forget every bucket but those named `keep*` (tests; after changing the burst)."""
     global _limiter
     with _limiter_lock:
         if settings.REDIS_URL:
             client = redis_client()
-            keys = list(client.scan_iter(KEY_PREFIX + "*"))
+            kept = tuple((KEY_PREFIX + prefix).encode() for prefix in keep)
+            keys = [k for k in client.scan_iter(KEY_PREFIX + "*") if not k.startswith(kept)]
             if keys:
                 client.delete(*keys)
         _limiter = None

@@ -9,6 +9,7 @@ afterwards. It must never run inside a database transaction.
 import json
 import logging
 import math
+import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -51,9 +52,14 @@ log = logging.getLogger(__name__)
 STEP_HEADER = "X-Agentops-Step"
 # The in-process simulator has no account limits; these keep its bucket out of the way.
 SIMULATOR_LIMITS = Limits(rpm=4_000, itpm=2_000_000, otpm=400_000)
-# Characters per token for the input estimate. Deliberately low (real text runs 3.5-4), so
-# the reservation is rarely short; the difference is refunded when the usage is known.
+# The input estimate starts at 3 characters a token (real text runs 3.5-4, so it starts
+# high) and then learns each model's real ratio from the usage the API reports, plus a
+# margin: a short estimate risks a 429, a long one holds budget until the refund.
 CHARS_PER_TOKEN_ESTIMATE = 3
+ESTIMATE_MARGIN = 1.05
+_ESTIMATE_WEIGHT = 0.2  # how fast the learned ratio follows new observations
+_tokens_per_char = {}
+_tokens_per_char_lock = threading.Lock()
 USAGE_FIELDS = (
     "input_tokens",
     "output_tokens",
@@ -77,9 +83,28 @@ def _text_length(value):
     return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
 
 
-def estimate_input_tokens(*, system="", messages=(), tools=None):
-    chars = _text_length(system or "") + _text_length(list(messages)) + _text_length(tools or [])
-    return math.ceil(chars / CHARS_PER_TOKEN_ESTIMATE) + 4 * (len(messages) + 1)
+def prompt_chars(*, system="", messages=(), tools=None):
+    return _text_length(system or "") + _text_length(list(messages)) + _text_length(tools or [])
+
+
+def estimate_input_tokens(*, system="", messages=(), tools=None, model=""):
+    chars = prompt_chars(system=system, messages=messages, tools=tools)
+    with _tokens_per_char_lock:
+        learned = _tokens_per_char.get(model)
+    if learned is None:
+        return math.ceil(chars / CHARS_PER_TOKEN_ESTIMATE) + 4 * (len(messages) + 1)
+    return math.ceil(chars * learned * ESTIMATE_MARGIN) + 1
+
+
+def learn_tokens_per_char(model, *, chars, tokens):
+    if chars <= 0 or tokens <= 0:
+        return
+    observed = min(max(tokens / chars, 1 / 8), 1.0)
+    with _tokens_per_char_lock:
+        previous = _tokens_per_char.get(model)
+        _tokens_per_char[model] = (
+            observed if previous is None else previous + _ESTIMATE_WEIGHT * (observed - previous)
+        )
 
 
 def limits_for(team, model, credential) -> Limits:
@@ -147,13 +172,15 @@ def execute_call(
     reservation = limiter.reserve(
         bucket=bucket_name(credential.bucket_id, model),
         limits=limits,
-        input_tokens=estimate_input_tokens(system=system, messages=messages, tools=tools),
+        input_tokens=estimate_input_tokens(
+            system=system, messages=messages, tools=tools, model=model
+        ),
         output_tokens=max_tokens,
         max_wait_s=max_wait_s,
     )
-    if reservation.wait_s > 0:
-        sleep(reservation.wait_s)
-    outcome.waited_ms = int(reservation.wait_s * 1000)
+    waiting_since = time.monotonic()
+    limiter.wait(reservation, sleep=sleep)
+    outcome.waited_ms = int((time.monotonic() - waiting_since) * 1000)
     outcome.admitted_at = time.time()
 
     params = {"model": model, "messages": messages, "max_tokens": max_tokens}
@@ -195,6 +222,13 @@ def execute_call(
         return outcome
     outcome.latency_ms = int((time.monotonic() - started) * 1000)
     usage = _usage_dict(message.usage)
+    learn_tokens_per_char(
+        model,
+        chars=prompt_chars(system=system, messages=messages, tools=tools),
+        tokens=usage["input_tokens"]
+        + usage["cache_creation_input_tokens"]
+        + usage["cache_read_input_tokens"],
+    )
     # Cache reads do not count towards the input-token budget; cache writes do.
     limiter.settle(
         reservation,
@@ -385,9 +419,15 @@ def api_key_test_run(*, team):
     tokens or message budget. The result is discarded if the key changed meanwhile.
     """
     started_with = _credential_row(team).key_fingerprint
-    credential = credential_for_team(team)
     models, error = [], None
     try:
+        credential = credential_for_team(team)
+    except UndecryptableKey as exc:
+        credential = Credential(Source.TEAM)
+        error = PermanentModelError(str(exc), kind="key_unreadable")
+    try:
+        if error is not None:
+            raise error
         client = client_for_credential(credential)
         for info in client.models.list(limit=100):
             models.append({"id": info.id, "name": getattr(info, "display_name", "") or info.id})

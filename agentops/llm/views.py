@@ -1,5 +1,6 @@
 from datetime import timedelta
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.shortcuts import redirect, render
@@ -172,6 +173,7 @@ def usage(request):
         "chart": _chart(series),
         "page": page,
         "ratelimits": services.rate_limit_state(team=request.team, models=state_models),
+        "limiter_shared": bool(settings.REDIS_URL),
         **_credential_context(request),
     }
     template = "llm/usage.html#calls" if request.htmx else "llm/usage.html"

@@ -13,10 +13,10 @@ from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils.html import format_html
 
+from agentops.llm.catalogue import model_choices
 from agentops.teams.models import Team
 
 from . import services
-from .forms import grader_model_validator
 from .models import (
     Criterion,
     CriterionScore,
@@ -57,7 +57,12 @@ class RubricVersionAdminForm(forms.ModelForm):
             return  # the read-only view of a saved version
         self.fields["rubric"].required = False
         self.fields["rubric"].help_text = "Leave empty to create a new rubric."
-        self.fields["grader_model"].validators.append(grader_model_validator)
+        # The admin serves every team; the catalogue is the same for all of them today.
+        self.fields["grader_model"] = forms.ChoiceField(
+            choices=model_choices(None),
+            initial=RubricVersion._meta.get_field("grader_model").default,
+            label="Grader model",
+        )
 
     def clean(self):
         data = super().clean()

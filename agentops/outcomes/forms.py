@@ -1,12 +1,9 @@
 from django import forms
-from django.core.validators import RegexValidator
+
+from agentops.llm.catalogue import model_choices
 
 from .models import Criterion, GoldenExample, RubricVersion
 from .services import criterion_key
-
-grader_model_validator = RegexValidator(
-    r"^[a-z0-9][a-z0-9.\-]*$", "A model id such as claude-haiku-4-5 (lower case, no spaces)."
-)
 
 
 class RubricForm(forms.ModelForm):
@@ -31,10 +28,14 @@ class RubricForm(forms.ModelForm):
             "min_kappa": forms.NumberInput(attrs={"step": "0.01", "min": "0", "max": "1"}),
         }
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, team, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["grader_model"].validators.append(grader_model_validator)
-        self.fields["grader_model"].help_text = "The Claude model that grades."
+        self.fields["grader_model"] = forms.ChoiceField(
+            choices=model_choices(team),
+            initial=RubricVersion._meta.get_field("grader_model").default,
+            label="Grader model",
+            help_text="The Claude model that grades, in a fresh context of its own.",
+        )
 
     def version_values(self):
         return {field: self.cleaned_data[field] for field in self.Meta.fields}
@@ -101,7 +102,7 @@ GoldenExampleFormSet = forms.formset_factory(
 )
 
 
-def rubric_forms(data=None, version=None):
+def rubric_forms(data=None, version=None, *, team):
     """The rubric form and its two formsets, filled from `version` when editing."""
     initial, criteria, golden = None, None, None
     if version is not None:
@@ -115,7 +116,7 @@ def rubric_forms(data=None, version=None):
             for g in version.golden_examples.all()
         ]
     return (
-        RubricForm(data, initial=initial),
+        RubricForm(data, initial=initial, team=team),
         CriterionFormSet(data, initial=criteria, prefix="criteria"),
         GoldenExampleFormSet(data, initial=golden, prefix="golden"),
     )

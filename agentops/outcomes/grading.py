@@ -56,8 +56,9 @@ def grader_tool_schema(rubric_version):
     score_properties = {
         criterion.key: {
             "type": "object",
-            "description": f"{criterion.name}: "
-            + ("1 if met, 0 if not." if criterion.is_pass_fail else f"0 to {criterion.scale_max}."),
+            "description": f"{criterion.name} ("
+            + ("1 if met, 0 if not" if criterion.is_pass_fail else f"0 to {criterion.scale_max}")
+            + f"). What good looks like: {criterion.guidance}",
             "properties": {
                 "score": {"type": "integer", "minimum": 0, "maximum": criterion.scale_max},
                 "rationale": {
@@ -141,6 +142,20 @@ def grader_request(rubric_version, task, output):
         "tools": [grader_tool_schema(rubric_version)],
         "tool_choice": {"type": "tool", "name": GRADE_TOOL_NAME},
     }
+
+
+def _field(block, name):
+    return block.get(name) if isinstance(block, Mapping) else getattr(block, name, None)
+
+
+def grade_input(content):
+    """The input of the `submit_grade` call in a Messages API response's content blocks
+    (dicts as stored, or the SDK's objects). GradeFormatError when the grader did not call
+    it, which the loop treats like any other malformed answer."""
+    for block in content or []:
+        if _field(block, "type") == "tool_use" and _field(block, "name") == GRADE_TOOL_NAME:
+            return _field(block, "input")
+    raise GradeFormatError(f"The grader answered without calling {GRADE_TOOL_NAME}.")
 
 
 def _integer(value, where):

@@ -1,6 +1,6 @@
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.db.models import Count, Prefetch
+from django.db.models import Count
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
@@ -11,7 +11,7 @@ from agentops.teams.access import get_for_team, require_editor, require_viewer, 
 from . import services
 from .calibration import calibration_for
 from .forms import RubricFilterForm, rubric_forms
-from .models import Criterion, Rubric, RubricVersion
+from .models import Rubric, RubricVersion
 
 
 def _rubrics(request):
@@ -44,7 +44,7 @@ def _form_errors(form, error):
 
 
 def _save(request, rubric=None):
-    form, criteria, golden = rubric_forms(request.POST)
+    form, criteria, golden = rubric_forms(request.POST, team=request.team)
     if form.is_valid() and criteria.is_valid() and golden.is_valid():
         values = {
             **form.version_values(),
@@ -76,7 +76,7 @@ def rubric_create(request):
             return response
         status = 400
     else:
-        forms, status = rubric_forms(), 200
+        forms, status = rubric_forms(team=request.team), 200
     form, criteria, golden = forms
     context = {"form": form, "criteria": criteria, "golden": golden, "rubric": None}
     return render(request, "outcomes/rubric_form.html", context, status=status)
@@ -94,7 +94,7 @@ def rubric_edit(request, pk):
             return response
         status = 400
     else:
-        forms, status = rubric_forms(version=rubric.current_version), 200
+        forms, status = rubric_forms(version=rubric.current_version, team=request.team), 200
     form, criteria, golden = forms
     context = {"form": form, "criteria": criteria, "golden": golden, "rubric": rubric}
     return render(request, "outcomes/rubric_form.html", context, status=status)
@@ -129,11 +129,7 @@ def rubric_detail(request, pk):
 @require_viewer
 def rubric_version(request, pk, number):
     rubric = get_for_team(request, _rubrics(request), pk=pk)
-    version = (
-        RubricVersion.objects.filter(rubric=rubric, number=number)
-        .prefetch_related(Prefetch("criteria", queryset=Criterion.objects.order_by("position")))
-        .first()
-    )
+    version = RubricVersion.objects.filter(rubric=rubric, number=number).first()
     if version is None:
         raise Http404("No such version.")
     return render(request, "outcomes/rubric_detail.html", _version_context(rubric, version))

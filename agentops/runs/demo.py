@@ -4,7 +4,7 @@ simulator (idempotent: make run calls it on every start)."""
 from agentops.agents.models import Agent
 
 from .models import Run, RunTrigger
-from .services import run_execute_inline, run_start
+from .services import inline_execution, run_execute_inline, run_start
 
 DEMO_RUNS = [
     ("Support writer", "A customer asks how to reset their password. Draft a short reply."),
@@ -23,5 +23,6 @@ def seed_demo_data(*, team, owner, reviewer):
         agent = Agent.objects.filter(team=team, name=agent_name).first()
         if agent is None or agent.current_version is None:
             continue
-        run = run_start(agent=agent, input=text, actor=owner, trigger=RunTrigger.DEMO)
+        with inline_execution():  # executed right here; nothing to send to a worker
+            run = run_start(agent=agent, input=text, actor=owner, trigger=RunTrigger.DEMO)
         run_execute_inline(run=run)

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from decimal import Decimal
 
+import redis
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -43,7 +44,23 @@ from .models import (
 logger = logging.getLogger(__name__)
 
 CONTINUE_PROMPT = "Continue exactly where you stopped."
+# Failures of our own infrastructure around a model call (the rate limiter's Redis being
+# restarted): the same step can succeed later, like a 529.
+INFRASTRUCTURE_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 OPEN_STEP_STATUSES = (StepStatus.QUEUED, StepStatus.AWAITING_APPROVAL)
+MODEL_RESULT_FIELDS = [
+    "status",
+    "request",
+    "response",
+    "stop_reason",
+    "usage",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "latency_ms",
+    "request_id",
+    "finished_at",
+]
 
 # --- hooks for later capabilities ------------------------------------------------------------
 # Called inside the transaction that finishes a run (any final status): fn(run=run). A hook
@@ -325,9 +342,9 @@ def step_execute(*, step_id):
     )
     if not claimed:
         return None
-    step = Step.objects.select_related("run", "thread", "thread__agent_version__agent").get(
-        pk=step_id
-    )
+    step = Step.objects.select_related(
+        "run__team__budget", "thread__agent_version__agent__team"
+    ).get(pk=step_id)
     run = step.run
     if step.attempts > settings.AGENTOPS_STEP_MAX_ATTEMPTS:
         _fail(
@@ -396,7 +413,7 @@ def _execute_model_step(step):
             agent_id=run.agent_id,
             usage_label=f"run {run.pk}",
         )
-    except TransientModelError as error:
+    except (TransientModelError, *INFRASTRUCTURE_ERRORS) as error:
         _retry_or_fail(step, error)
         return
     except PermanentModelError as error:
@@ -450,33 +467,37 @@ def _text_of(content):
 
 def _record_model_result(step, result):
     usage = result.usage or {}
-    input_tokens = int(usage.get("input_tokens") or 0)
-    output_tokens = int(usage.get("output_tokens") or 0)
+    step.status = StepStatus.SUCCEEDED
+    step.response = {"content": result.content, "model": result.model}
+    step.stop_reason = result.stop_reason or ""
+    step.usage = usage
+    step.input_tokens = int(usage.get("input_tokens") or 0)
+    step.output_tokens = int(usage.get("output_tokens") or 0)
+    step.cost_usd = result.cost_usd or Decimal("0")
+    step.latency_ms = result.latency_ms
+    step.request_id = result.request_id or ""
+    step.finished_at = timezone.now()
     with transaction.atomic():
-        run, thread, locked = _lock_for_checkpoint(step)
-        if locked is None:
+        run = Run.objects.select_for_update().get(pk=step.run_id)
+        thread = Thread.objects.select_for_update().get(pk=step.thread_id)
+        # Recorded only while this claim still owns the step: the same conditional write
+        # that claims it, so a replaced worker's late result changes nothing.
+        owned = Step.objects.filter(
+            pk=step.pk, status=StepStatus.RUNNING, attempts=step.attempts
+        ).update(**{field: getattr(step, field) for field in MODEL_RESULT_FIELDS})
+        if not owned:
+            logger.warning(
+                "Discarding a late result for step %s (attempt %s)", step.pk, step.attempts
+            )
             return
-        now = timezone.now()
-        locked.status = StepStatus.SUCCEEDED
-        locked.request = step.request
-        locked.response = {"content": result.content, "model": result.model}
-        locked.stop_reason = result.stop_reason or ""
-        locked.usage = usage
-        locked.input_tokens = input_tokens
-        locked.output_tokens = output_tokens
-        locked.cost_usd = result.cost_usd or Decimal("0")
-        locked.latency_ms = result.latency_ms
-        locked.request_id = result.request_id or ""
-        locked.finished_at = now
-        locked.save()
-        run.input_tokens += input_tokens
-        run.output_tokens += output_tokens
-        run.cost_usd += locked.cost_usd
+        run.input_tokens += step.input_tokens
+        run.output_tokens += step.output_tokens
+        run.cost_usd += step.cost_usd
         run.model_calls += 1
         run.simulated = run.simulated or bool(result.simulated)
         if run.is_active and thread.status not in FINISHED_THREAD_STATUSES:
             thread.turns += 1
-            _continue_after_model(run, thread, locked, result.content)
+            _continue_after_model(run, thread, step, result.content)
         run.save()
         thread.save()
 
@@ -711,7 +732,10 @@ def budget_stop_reason(run):
         )
     if run.budget_cost_usd is not None and run.cost_usd >= run.budget_cost_usd:
         return f"Run cost budget reached: ${run.cost_usd:.4f} of ${run.budget_cost_usd:.4f} spent."
-    budget = TeamBudget.objects.filter(team_id=run.team_id).first()
+    try:
+        budget = run.team.budget
+    except TeamBudget.DoesNotExist:
+        budget = None
     if budget and (budget.monthly_tokens is not None or budget.monthly_cost_usd is not None):
         used = team_month_usage(run.team)
         if budget.monthly_tokens is not None and used["tokens"] >= budget.monthly_tokens:

@@ -204,3 +204,8 @@ def test_a_key_this_server_cannot_decrypt_is_reported_not_replaced(
         )
     assert caught.value.kind == "key_unreadable"
     assert not sim.received  # no fallback to another credential
+    from agentops.llm.tasks import llm_test_key
+
+    llm_test_key(team_a.pk)
+    row = TeamCredential.objects.get(team=team_a)
+    assert row.test_status == KeyTestStatus.FAILED and row.test_kind == "key_unreadable"

@@ -190,3 +190,16 @@ def test_environment_key_and_base_url_are_used(team_a, settings, monkeypatch):
     assert client.max_retries == 0
     settings.ANTHROPIC_API_KEY = "sk-ant-api03-" + "x" * 40
     assert not llm_client.uses_simulator(team_a)
+
+
+def test_the_input_estimate_learns_the_real_ratio(team_a, sim):
+    services._tokens_per_char.pop("claude-estimate-test", None)
+    prompt = [{"role": "user", "content": "word " * 2000}]
+    first_guess = services.estimate_input_tokens(messages=prompt, model="claude-estimate-test")
+    result = services.model_call(
+        team=team_a, model="claude-estimate-test", messages=prompt, max_tokens=16
+    )
+    actual = result.usage["input_tokens"]
+    learned = services.estimate_input_tokens(messages=prompt, model="claude-estimate-test")
+    assert first_guess > actual * 1.2  # the first guess errs high...
+    assert actual <= learned <= actual * 1.06 + 2  # ...then it follows the API, with a margin

@@ -2,6 +2,7 @@
 
 import random
 import threading
+import time
 import uuid
 
 import pytest
@@ -170,3 +171,85 @@ def test_a_call_bigger_than_a_minute_of_budget_is_refused(make_limiter):
         reserve(limiter, bucket(), Limits(60, 1000, 500), tokens_out=501)
     assert caught.value.budget == "output_tokens"
     assert "needs 501 output tokens" in str(caught.value)
+
+
+def reference_bucket_refusals(events, *, capacity, rate, slack):
+    """Replay admissions (-amount) and refunds (+amount) through a plain token bucket that
+    refills at `rate`, holds `capacity` and takes refunds back up to it: the model
+    Anthropic documents (and the simulator server implements). Return what it would refuse.
+    """
+    level, clock, refused = capacity, None, []
+    for at, amount in sorted(events, key=lambda e: (e[0], -e[1])):
+        if clock is not None:
+            level = min(capacity, level + (at - clock) * rate)
+        clock = at
+        if amount < 0 and level + slack < -amount:
+            refused.append((at, -amount, level))
+        level = min(capacity, level + amount)
+    return refused
+
+
+def test_with_refunds_under_concurrency_a_server_bucket_never_refuses(make_limiter):
+    # Callers sleep until their slot, "call" for a moment and settle with less than they
+    # reserved. Refunded budget is reused at once; a server keeping the same budgets as a
+    # refilling bucket (as Anthropic's do) would never have answered 429.
+    limits = Limits(rpm=1200, itpm=30_000, otpm=30_000)  # 20 requests, 500 tokens a second
+    burst_s = 0.4
+    limiter = make_limiter(burst_s)
+    name = bucket()
+    events = [[], [], []]
+    lock = threading.Lock()
+    rng = random.Random(11)
+    plans = [[(rng.randint(40, 150), rng.uniform(0.3, 1.0)) for _ in range(6)] for _ in range(6)]
+
+    def worker(plan):
+        for estimate, share in plan:
+            reservation = reserve(limiter, name, limits, tokens_in=estimate, tokens_out=estimate)
+            limiter.wait(reservation)
+            sent_at = reservation.slot_at  # when the limiter counted it as sent
+            time.sleep(0.01)  # the call itself
+            real = int(estimate * share)
+            settled_at = time.time()
+            limiter.settle(reservation, input_tokens=real, output_tokens=real)
+            with lock:
+                for index, cost in enumerate(reservation.costs):
+                    events[index].append((sent_at, -cost))
+                    refund = cost - (1 if index == 0 else real)
+                    if refund:
+                        events[index].append((settled_at, refund))
+
+    threads = [threading.Thread(target=worker, args=(plan,)) for plan in plans]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(events[0]) == 36
+    for index, limit in enumerate(limits.as_tuple()):
+        rate = limit / 60
+        refused = reference_bucket_refusals(
+            # slack: refund times are taken in this thread, a few ms off the limiter's clock
+            events[index],
+            capacity=rate * burst_s,
+            rate=rate,
+            slack=rate * 0.01,
+        )
+        assert not refused, (index, refused[:3])
+
+
+def test_waiting_slots_move_with_refunds_and_server_headers(make_limiter):
+    limits = Limits(rpm=1000, itpm=600, otpm=600)  # 10 tokens/s, bucket of 60
+    limiter = make_limiter(6.0)
+    name = bucket()
+    first = reserve(limiter, name, limits, tokens_in=60)
+    waiting = reserve(limiter, name, limits, tokens_in=30)
+    assert 2.5 < waiting.wait_s <= 3.05
+    # The first call used 40 of its 60: the waiting one needs 10 more, a second from now.
+    limiter.settle(first, input_tokens=40, output_tokens=0)
+    now_us, slot_us = limiter._claim(name, waiting.ticket)
+    assert 0.8 < (slot_us - now_us) / 1_000_000 < 1.1
+    # The server says nothing is left (another client uses the key): it moves back.
+    other = reserve(limiter, name, limits, tokens_in=0, max_wait_s=10)
+    limiter.settle(other, headers={"anthropic-ratelimit-input-tokens-remaining": "0"})
+    now_us, slot_us = limiter._claim(name, waiting.ticket)
+    assert 2.5 < (slot_us - now_us) / 1_000_000 <= 3.05

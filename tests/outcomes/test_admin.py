@@ -130,3 +130,19 @@ def test_every_model_has_a_searchable_changelist(admin_client, team_a, alice, mo
     graded_evaluation(team_a, rubric, [grade()])
     response = admin_client.get(reverse(f"admin:outcomes_{model}_changelist") + "?q=a")
     assert response.status_code == 200
+
+
+def test_admin_save_without_changes_adds_no_version(admin_client, team_a, alice):
+    rubric = make_rubric(team_a, alice, criteria=[{**CRITERION, "minimum": None}])
+    version = rubric.current_version
+    data = _post(
+        rubric=rubric,
+        criteria=[{**CRITERION, "minimum": ""}],
+        name="Support reply",
+        description="A support reply.",
+        pass_threshold=str(version.pass_threshold),
+    )
+    response = admin_client.post(reverse("admin:outcomes_rubricversion_add"), data, follow=True)
+    assert response.status_code == 200
+    assert b"Nothing changed; no new version was saved." in response.content
+    assert rubric.versions.count() == 1

@@ -6,6 +6,7 @@ import pytest
 from agentops.outcomes.grading import (
     GRADE_TOOL_NAME,
     GradeFormatError,
+    grade_input,
     grader_request,
     grader_tool_schema,
     parse_grade,
@@ -202,3 +203,22 @@ def test_revision_messages_give_the_worker_its_answer_and_the_feedback():
     assert "revised answer" in messages[2]["content"]
     empty = revision_messages("Task", "", "")
     assert empty[1]["content"] and "Improve the answer" in empty[2]["content"]
+
+
+def test_grade_input_finds_the_forced_call_or_says_it_is_missing():
+    content = [
+        {"type": "text", "text": "Grading."},
+        {"type": "tool_use", "id": "t", "name": "submit_grade", "input": {"applies": True}},
+    ]
+    assert grade_input(content) == {"applies": True}
+
+    class Block:
+        type = "tool_use"
+        name = "submit_grade"
+        input = {"applies": False}
+
+    assert grade_input([Block()]) == {"applies": False}
+    with pytest.raises(GradeFormatError, match="without calling submit_grade"):
+        grade_input([{"type": "text", "text": "I think it is fine."}])
+    with pytest.raises(GradeFormatError):
+        grade_input([{"type": "tool_use", "name": "other", "input": {}}])

@@ -102,7 +102,7 @@ def test_blank_extra_rows_are_ignored_and_deleted_rows_dropped(alice_client, tea
         ({"criteria-1-weight": "-2"}, b"Must be greater than 0."),
         ({"criteria-0-minimum": "9"}, b"within the scale (0 to 5)"),
         ({"criteria-1-name": "accuracy"}, b"Another criterion is already called"),
-        ({"grader_model": "Claude Opus!"}, b"A model id such as"),
+        ({"grader_model": "gpt-4"}, b"Select a valid choice"),
         ({"min_kappa": "2"}, b"less than or equal to 1"),
     ],
 )

@@ -72,6 +72,9 @@ def test_queue_filters(bob_client, team_a, alice, bob, rubric):
     assert _ids(bob_client.get(f"{queue}?rubric={rubric.pk}&reviewed=no")) == {running.pk}
     partial = bob_client.get(f"{queue}?reviewed=no", headers={"HX-Request": "true"})
     assert b"<html" not in partial.content and b'id="evaluations"' in partial.content
+    # The export links travel with the filters, also when htmx swaps the list.
+    assert b"/review/export.csv?reviewed=no" in partial.content
+    assert b"/review/export.jsonl?reviewed=no" in partial.content
 
 
 def test_queue_paginates(bob_client, team_a, rubric, settings):

@@ -2,6 +2,7 @@
 synchronous, bounded drain of queued steps (no worker needed)."""
 
 import threading
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -160,3 +161,16 @@ def webhook_tool(team_a, alice):
 @pytest.fixture
 def failing_webhook(webhook_tool):
     return webhook_tool("lookup_order", status=500, body=b'{"error": "order service is down"}')
+
+
+@pytest.fixture
+def private_queue():
+    """A Celery queue of this test's own: the worker it starts consumes only this queue, and
+    this process sends there too, so no other worker on the same Redis takes its steps."""
+    from agentops.celery import app
+
+    queue = f"agentops-test-{uuid.uuid4().hex[:8]}"
+    previous = app.conf.task_default_queue
+    app.conf.task_default_queue = queue
+    yield queue
+    app.conf.task_default_queue = previous

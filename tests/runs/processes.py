@@ -1,6 +1,7 @@
 """Real processes for the crash-recovery tests, the browser journey and the benchmark: a
 Celery worker subprocess on the test database, and a redis-server of our own."""
 
+import contextlib
 import os
 import shutil
 import signal
@@ -11,6 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
 from django.conf import settings
 from django.db import connection
 
@@ -25,6 +27,13 @@ def database_url():
         auth += f":{db['PASSWORD']}"
     host = f"{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}"
     return f"postgres://{auth}@{host}/{db['NAME']}"
+
+
+# Worker subprocesses share the test database and the broker: PostgreSQL and Redis only.
+needs_postgres_and_redis = pytest.mark.skipif(
+    settings.EMBEDDED or not settings.REDIS_URL,
+    reason="real-process tests need DATABASE_URL (PostgreSQL) and REDIS_URL",
+)
 
 
 def worker_env(*, redis_url, model_base_url=None, **extra):
@@ -52,11 +61,13 @@ def worker_env(*, redis_url, model_base_url=None, **extra):
 class Worker:
     """`celery worker` (threads pool), optionally with embedded beat for the sweeper."""
 
-    def __init__(self, env, *, name, beat=False, concurrency=4):
+    def __init__(self, env, *, name, queue, beat=False, concurrency=4):
+        self.env = {**env, "AGENTOPS_CELERY_QUEUE": queue}
+        self.restarts = 0
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - kept open for the process
             prefix=f"agentops-{name}-", suffix=".log", delete=False
         )
-        command = [
+        self.command = command = [
             sys.executable,
             "-m",
             "celery",
@@ -72,26 +83,37 @@ class Worker:
             "--without-gossip",
             "--without-mingle",
             "--without-heartbeat",
+            "-Q",
+            queue,
             "-n",
             f"{name}@%h",
         ]
         if beat:
             command += ["-B", "--schedule", str(Path(tempfile.gettempdir()) / f"{name}-beat")]
+        self._spawn()
+
+    def _spawn(self):
         # Its own process group: embedded beat is a child process, and a kill takes both.
         self.process = subprocess.Popen(
-            command,
+            self.command,
             cwd=ROOT,
-            env=env,
+            env=self.env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
+    def supervise(self):
+        """Start the worker again if it exited, as a process manager's restart policy does
+        (docker-compose `restart: unless-stopped`, systemd `Restart=always`)."""
+        if self.process.poll() is not None:
+            self._signal_group(signal.SIGKILL)
+            self.restarts += 1
+            self._spawn()
+
     def _signal_group(self, signum):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signum)
-        except ProcessLookupError:
-            pass
 
     def kill(self):
         """SIGKILL the worker and its children: no warm shutdown, no ack, no cleanup."""
@@ -101,10 +123,8 @@ class Worker:
     def stop(self):
         if self.process.poll() is None:
             self._signal_group(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                pass
         # Whatever is left of the group (a beat child) goes too.
         self._signal_group(signal.SIGKILL)
         self.log.close()
@@ -155,12 +175,6 @@ class RedisServer:
     def restart(self):
         self.stop()
         self.start()
-
-
-def flush_redis(url):
-    import redis
-
-    redis.Redis.from_url(url).flushdb()
 
 
 def wait_for(predicate, *, timeout, interval=0.05, message="condition"):

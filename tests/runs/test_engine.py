@@ -210,9 +210,7 @@ def test_failing_webhook_tool(make_agent, drain, sim, alice, team_a, failing_web
     assert len(_model_steps(run)) == 2
 
 
-def test_always_ask_tool_waits_then_runs_when_approved(
-    make_agent, drain, sim, alice, tool_calls
-):
+def test_always_ask_tool_waits_then_runs_when_approved(make_agent, drain, sim, alice, tool_calls):
     agent = make_agent(tools=_tools("get_weather", permission=ASK))
     run = services.run_start(agent=agent, input="Use get_weather for Kyiv.", actor=alice)
     run = drain(run)
@@ -405,19 +403,33 @@ def test_sweeper_resends_queued_steps_whose_message_was_lost(make_agent, alice):
     assert services.steps_sweep(requeue_after_s=60) == (0, 0, 0)
 
 
-def test_a_late_result_from_a_replaced_worker_is_discarded(make_agent, drain, sim, alice):
+def test_a_late_result_from_a_replaced_worker_is_discarded(make_agent, sim, alice):
+    from agentops.llm.types import ModelResult
+
     agent = make_agent()
     run = services.run_start(agent=agent, input="Say hi.", actor=alice)
     step = _model_steps(run)[0]
-    with services.inline_execution():
-        services.step_execute(step_id=step.pk)
-    step.refresh_from_db()
-    # A worker that still holds attempt 1 of a step now owned by attempt 2 records nothing.
+    # Attempt 1 was claimed, then the sweeper handed the step to attempt 2.
     Step.objects.filter(pk=step.pk).update(status=StepStatus.RUNNING, attempts=2)
     step.attempts = 1
+    late = ModelResult(
+        content=[{"type": "text", "text": "late"}],
+        stop_reason="end_turn",
+        usage={"input_tokens": 5, "output_tokens": 5},
+        cost_usd=Decimal("0.01"),
+        latency_ms=10,
+        request_id="req_late",
+        model="m",
+    )
+    services._record_model_result(step, late)
+    step.refresh_from_db()
+    run.refresh_from_db()
+    assert step.status == StepStatus.RUNNING and step.response == {}
+    assert run.status == RunStatus.QUEUED and run.model_calls == 0 and not run.output
+    # The lock helper the other checkpoints use applies the same rule.
+    step.attempts = 1
     with services.inline_execution():
-        run_, thread, locked = services._lock_for_checkpoint(step)
-    assert locked is None
+        assert services._lock_for_checkpoint(step)[2] is None
 
 
 def test_rerun_same_and_latest_version(make_agent, drain, sim, alice):
@@ -447,11 +459,29 @@ def test_run_start_refuses_bad_requests(make_agent, alice, team_a):
         services.run_start(agent=agent, input="   ", actor=alice)
     other = make_agent()
     with pytest.raises(ValidationError):
-        services.run_start(
-            agent=agent, input="hi", actor=alice, version=other.current_version
-        )
+        services.run_start(agent=agent, input="hi", actor=alice, version=other.current_version)
 
 
 def test_sweeper_is_a_periodic_task():
     task = PeriodicTask.objects.get(task="agentops.runs.steps_sweep")
     assert task.enabled and task.interval.every > 0
+
+
+def test_a_redis_outage_around_the_call_is_retried(make_agent, drain, sim, alice, monkeypatch):
+    import redis
+
+    from agentops.llm import services as llm_services
+
+    real_call = llm_services.model_call
+    failures = iter([redis.exceptions.ConnectionError("Connection closed by server.")])
+
+    def flaky_call(**kwargs):
+        failure = next(failures, None)
+        if failure:
+            raise failure
+        return real_call(**kwargs)
+
+    monkeypatch.setattr(services, "model_call", flaky_call)
+    run = drain(services.run_start(agent=make_agent(), input="Say hi.", actor=alice))
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert _model_steps(run)[0].attempts == 2 and run.retries == 1

@@ -215,7 +215,7 @@ def test_approval_screen_and_deny(alice_client, awaiting_step):
     url = reverse("runs:approval", args=[awaiting_step.pk])
     page = alice_client.get(url)
     assert page.status_code == 200 and "get_weather" in page.text
-    assert "city" in page.text
+    assert "&quot;city&quot;:" in page.text  # the input as indented JSON
     detail = alice_client.get(reverse("runs:detail", args=[awaiting_step.run_id]))
     assert "Waiting for your approval" in detail.text
     assert 'hx-trigger="every' not in detail.text  # no polling while a person decides

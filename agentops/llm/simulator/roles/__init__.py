@@ -7,14 +7,25 @@ its thinking text; the core adds ids, stop reasons, truncation and usage. To add
 """
 
 from .base import Reply, Role
+from .grader import GraderRole
 from .lead import LeadRole
+from .reviser import ReviserRole
 from .worker import WorkerRole
 
-ROLES: tuple[Role, ...] = (LeadRole(), WorkerRole())
+ROLES: tuple[Role, ...] = (GraderRole(), ReviserRole(), LeadRole(), WorkerRole())
 
 
 def choose_role(conversation) -> Role:
     return next(role for role in ROLES if role.matches(conversation))
 
 
-__all__ = ["ROLES", "LeadRole", "Reply", "Role", "WorkerRole", "choose_role"]
+__all__ = [
+    "ROLES",
+    "GraderRole",
+    "LeadRole",
+    "Reply",
+    "ReviserRole",
+    "Role",
+    "WorkerRole",
+    "choose_role",
+]

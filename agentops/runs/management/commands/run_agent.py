@@ -1,3 +1,4 @@
+import contextlib
 import sys
 import time
 
@@ -38,15 +39,17 @@ class Command(BaseCommand):
             raise CommandError(f"No agent with the slug {agent_slug!r}.")
         if len(found) > 1:
             raise CommandError(f"Several teams have an agent {agent_slug!r}; name one with --team.")
+        start_inline = services.inline_execution() if inline else contextlib.nullcontext()
         try:
-            run = services.run_start(
-                agent=found[0],
-                input=input,
-                actor=None,
-                trigger=RunTrigger.COMMAND,
-                budget_tokens=options["budget_tokens"],
-                max_turns=options["max_turns"],
-            )
+            with start_inline:
+                run = services.run_start(
+                    agent=found[0],
+                    input=input,
+                    actor=None,
+                    trigger=RunTrigger.COMMAND,
+                    budget_tokens=options["budget_tokens"],
+                    max_turns=options["max_turns"],
+                )
         except ValidationError as error:
             raise CommandError(" ".join(error.messages)) from None
         self.stdout.write(str(run.pk))
