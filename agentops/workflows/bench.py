@@ -31,6 +31,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 
+from agentops.celery import app
 from agentops.llm.benchmarks import register
 
 WARMUP_S = 3
@@ -96,9 +97,11 @@ class _Workers:
         Path(self.log.name).unlink(missing_ok=True)
 
 
-def _environment(*, base_url, api_key, rpm, itpm, otpm):
+def _environment(*, base_url, api_key, rpm, itpm, otpm, queue):
     env = {
         **os.environ,
+        # A private queue: a production worker on the same broker never takes these steps.
+        "AGENTOPS_CELERY_QUEUE": queue,
         "DJANGO_SETTINGS_MODULE": "agentops.settings",
         "ANTHROPIC_BASE_URL": base_url,
         # A key of its own per phase gives the phase fresh rate-limit buckets.
@@ -190,7 +193,9 @@ def _phase(
     """Run the workflow on fresh workers; with warm_up, once unmeasured first (the workers'
     threads open their database connections and clients), and return (run, makespan,
     cold makespan)."""
-    env = _environment(base_url=server.url, api_key=api_key, **limits)
+    env = _environment(
+        base_url=server.url, api_key=api_key, queue=app.conf.task_default_queue, **limits
+    )
     # Several processes, as a deployment scales out: one Python process's threads share one
     # interpreter lock, and each model call costs some CPU (the SDK, JSON, the database).
     workers = [_Workers(concurrency=concurrency, env=env) for _ in range(processes)]
@@ -240,6 +245,8 @@ def bench_fanout(options, log):
     rpm = options["fanout_rpm"]
     logging.getLogger("httpx2").setLevel(logging.WARNING)
     team, workflow = _setup(children, options["fanout_model"])
+    previous_queue = app.conf.task_default_queue
+    app.conf.task_default_queue = f"agentops-bench-fanout-{uuid.uuid4().hex[:8]}"
     processes = max(options["fanout_processes"], 1)
     concurrency = -(-(children + 1) // processes) + 2
     unlimited = {"rpm": 10**6, "itpm": 10**9, "otpm": 10**9}
@@ -306,6 +313,7 @@ def bench_fanout(options, log):
         result["t_min_s"] = result["limited"]["t_min_s"]
         result["makespan_ratio"] = result["limited"]["makespan_ratio"]
     finally:
+        app.conf.task_default_queue = previous_queue
         _teardown(team)
     result["targets"] = TARGETS
     result["targets_met"] = (

@@ -1,6 +1,8 @@
 """Fixtures for workflows: a lead and specialists in team A, a workflow factory, and the
 in-process simulator the engine talks to."""
 
+import uuid
+
 import pytest
 
 from agentops.agents.services import agent_create
@@ -81,3 +83,15 @@ def drain():
         return engine.run_execute_inline(run=run, max_steps=max_steps)
 
     return run_it
+
+
+@pytest.fixture
+def private_queue():
+    """A Celery queue of this test's own, for the workers it starts and the steps it sends."""
+    from agentops.celery import app
+
+    queue = f"agentops-test-{uuid.uuid4().hex[:8]}"
+    previous = app.conf.task_default_queue
+    app.conf.task_default_queue = queue
+    yield queue
+    app.conf.task_default_queue = previous

@@ -5,17 +5,22 @@ import pytest
 
 from agentops.llm.simulator.server import start_simulator_server
 from agentops.workflows.models import Workflow
-from tests.runs.processes import Worker, broker_url, flush_redis, worker_env
+from tests.runs.processes import Worker, broker_url, worker_env
 
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_build_a_workflow_run_it_and_watch_the_tree(browser_login, alice, lead, specialists):
+def test_build_a_workflow_run_it_and_watch_the_tree(
+    browser_login, alice, lead, specialists, private_queue
+):
     from playwright.sync_api import expect
 
     server = start_simulator_server(latency_ms=600, rpm=100_000, itpm=10**9, otpm=10**9)
-    flush_redis(broker_url())
-    worker = Worker(worker_env(redis_url=broker_url(), model_base_url=server.url), name="journey")
+    worker = Worker(
+        worker_env(redis_url=broker_url(), model_base_url=server.url),
+        name="journey",
+        queue=private_queue,
+    )
     try:
         page = browser_login(alice)
         page.goto("/workflows/")

@@ -12,7 +12,7 @@ from agentops.llm.simulator.server import start_simulator_server
 from agentops.runs.models import Run, RunStatus, Step, StepKind, StepStatus, ThreadStatus
 from agentops.workflows.models import Delegation, DelegationStatus, ScheduleFire, WorkflowMode
 from agentops.workflows.services import schedule_create, workflow_run_start
-from tests.runs.processes import Worker, broker_url, flush_redis, wait_for, worker_env
+from tests.runs.processes import Worker, broker_url, wait_for, worker_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -62,13 +62,13 @@ def _child_model_spans(run):
     ]
 
 
-def test_children_really_overlap_in_time(make_workflow, make_agent, sim_server):
-    flush_redis(broker_url())
+def test_children_really_overlap_in_time(make_workflow, make_agent, sim_server, private_queue):
     roster = [make_agent(f"Specialist {n}") for n in range(4)]
     workflow = make_workflow(roster=roster, mode=WorkflowMode.FAN_OUT)
     worker = Worker(
         worker_env(redis_url=broker_url(), model_base_url=sim_server.url),
         name="overlap",
+        queue=private_queue,
         concurrency=8,
     )
     try:
@@ -85,13 +85,12 @@ def test_children_really_overlap_in_time(make_workflow, make_agent, sim_server):
 
 
 def test_sigkill_during_a_fan_out_completes_every_thread_once(
-    make_workflow, make_agent, sim_server, sweeper_every_second
+    make_workflow, make_agent, sim_server, sweeper_every_second, private_queue
 ):
-    flush_redis(broker_url())
     env = worker_env(redis_url=broker_url(), model_base_url=sim_server.url, **RECOVERY)
     roster = [make_agent(f"Analyst {n}") for n in range(6)]
     workflow = make_workflow(roster=roster, mode=WorkflowMode.FAN_OUT, max_parallel=6)
-    first = Worker(env, name="fanout-first", beat=True, concurrency=8)
+    first = Worker(env, name="fanout-first", queue=private_queue, beat=True, concurrency=8)
     second = None
     try:
         run = workflow_run_start(workflow=workflow, input="Review six suppliers.")
@@ -115,7 +114,7 @@ def test_sigkill_during_a_fan_out_completes_every_thread_once(
             Step.objects.filter(run=run, status=StepStatus.SUCCEEDED).values_list("pk", flat=True)
         )
         first.kill()
-        second = Worker(env, name="fanout-second", beat=True, concurrency=8)
+        second = Worker(env, name="fanout-second", queue=private_queue, beat=True, concurrency=8)
         run = _finished(run)
         assert run.status == RunStatus.SUCCEEDED, (run.error, second.output())
         by_step = _by_step(sim_server)
@@ -147,8 +146,9 @@ def test_sigkill_during_a_fan_out_completes_every_thread_once(
             second.stop()
 
 
-def test_a_schedule_fires_through_beat_and_starts_a_run(make_workflow, team_a, alice, sim_server):
-    flush_redis(broker_url())
+def test_a_schedule_fires_through_beat_and_starts_a_run(
+    make_workflow, team_a, alice, sim_server, private_queue
+):
     schedule = schedule_create(
         team=team_a,
         actor=alice,
@@ -166,6 +166,7 @@ def test_a_schedule_fires_through_beat_and_starts_a_run(make_workflow, team_a, a
     worker = Worker(
         worker_env(redis_url=broker_url(), model_base_url=sim_server.url),
         name="beat",
+        queue=private_queue,
         beat=True,
     )
     try:
