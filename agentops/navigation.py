@@ -1,4 +1,4 @@
-"""The main navigation. A section whose app is not built yet shows an honest empty state."""
+"""The main navigation and the dashboard tiles."""
 
 from dataclasses import dataclass
 
@@ -8,7 +8,7 @@ class Section:
     key: str
     label: str
     url_name: str
-    coming: str = ""  # what will appear here, for sections not built yet
+    summary: str = ""  # the dashboard tile's one-line description
     namespaces: tuple = ()  # URL namespaces whose pages belong to this section
 
     def is_current(self, resolver_match):
@@ -20,19 +20,45 @@ class Section:
 
 
 SECTIONS = [
-    Section("agents", "Agents", "agents:list"),
-    Section("rubrics", "Rubrics", "rubrics:list"),
+    Section(
+        "agents",
+        "Agents",
+        "agents:list",
+        "Model, system prompt, tools and memory, with every version kept.",
+    ),
+    Section(
+        "rubrics",
+        "Rubrics",
+        "rubrics:list",
+        "Weighted criteria, a grader and a pass bar; outputs revise until they pass.",
+    ),
     Section(
         "workflows",
         "Workflows",
-        "section-workflows",
-        "Workflows: a lead agent delegating to specialists that run in parallel, and "
-        "the schedules that start them.",
+        "workflows:list",
+        "A lead agent delegating to specialists in parallel, and schedules.",
     ),
-    Section("runs", "Runs", "runs:list"),
-    Section("review", "Review", "review:queue"),
-    Section("memory", "Memory", "memory:stores"),
-    Section("usage", "Usage", "llm:usage"),
+    Section(
+        "runs",
+        "Runs",
+        "runs:list",
+        "Every run, live while it works: transcript, tokens, cost and grade.",
+    ),
+    Section(
+        "review", "Review", "review:queue", "Graded outputs waiting for a human: agree or override."
+    ),
+    Section(
+        "memory",
+        "Memory",
+        "memory:stores",
+        "Curated memories and the dreams that propose changes to them.",
+    ),
+    Section(
+        "usage",
+        "Usage",
+        "llm:usage",
+        "Tokens and cost by day, agent and model; the rate-limit state.",
+    ),
     Section("settings", "Settings", "teams:settings", namespaces=("teams", "llm")),
 ]
 

@@ -93,6 +93,7 @@ INSTALLED_APPS = [
     "agentops.llm",
     "agentops.runs",
     "agentops.memory",
+    "agentops.workflows",
     "agentops.outcomes",
 ]
 

@@ -2,7 +2,6 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from agentops.navigation import SECTIONS
 from agentops.teams import views as team_views
 
 urlpatterns = [
@@ -18,17 +17,11 @@ urlpatterns = [
     path("team/", include("agentops.teams.urls")),
     path("agents/", include("agentops.agents.urls")),
     path("runs/", include("agentops.runs.urls")),
+    path("workflows/", include("agentops.workflows.urls")),
     path("", include("agentops.llm.urls")),
     path("rubrics/", include("agentops.outcomes.urls")),
     path("review/", include("agentops.review.urls")),
     path("memory/", include("agentops.memory.urls")),
     path("admin/", admin.site.urls),
     path("healthz", team_views.healthz, name="healthz"),
-]
-
-# Sections whose app is not built yet: an empty state that says what will appear there.
-urlpatterns += [
-    path(f"{s.key}/", team_views.section, {"key": s.key}, name=s.url_name)
-    for s in SECTIONS
-    if s.url_name.startswith("section-")
 ]

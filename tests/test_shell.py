@@ -27,12 +27,6 @@ def test_every_navigation_page_opens(bob_client):
         assert section.label.encode() in response.content
 
 
-def test_unbuilt_section_says_what_will_appear(bob_client):
-    response = bob_client.get(reverse("section-workflows"))
-    assert b"Nothing here yet" in response.content
-    assert b"a lead agent delegating to specialists" in response.content
-
-
 def test_pages_carry_csp_and_csrf_header(bob_client):
     response = bob_client.get("/")
     policy = response["Content-Security-Policy"]

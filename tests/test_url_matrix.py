@@ -57,6 +57,26 @@ URL_KWARGS = {
         "change_pk": objs["dream"].changes.first().pk,
     },
     "memory:dream-decide-all": lambda objs: {"pk": objs["dream"].pk},
+    "workflows:detail": lambda objs: {"pk": objs["workflow"].pk},
+    "workflows:edit": lambda objs: {"pk": objs["workflow"].pk},
+    "workflows:archive": lambda objs: {"pk": objs["workflow"].pk},
+    "workflows:unarchive": lambda objs: {"pk": objs["workflow"].pk},
+    "workflows:run-start": lambda objs: {"pk": objs["workflow"].pk},
+    "workflows:version": lambda objs: {"pk": objs["workflow"].pk, "number": 1},
+    "workflows:run": lambda objs: {"pk": objs["workflow_run"].pk},
+    "workflows:thread": lambda objs: {
+        "pk": objs["workflow_run"].pk,
+        "thread_pk": objs["workflow_run"].threads.first().pk,
+    },
+    "workflows:thread-cancel": lambda objs: {
+        "pk": objs["workflow_run"].pk,
+        "thread_pk": objs["workflow_run"].threads.first().pk,
+    },
+    "workflows:schedule": lambda objs: {"pk": objs["schedule"].pk},
+    "workflows:schedule-edit": lambda objs: {"pk": objs["schedule"].pk},
+    "workflows:schedule-pause": lambda objs: {"pk": objs["schedule"].pk},
+    "workflows:schedule-resume": lambda objs: {"pk": objs["schedule"].pk},
+    "workflows:schedule-delete": lambda objs: {"pk": objs["schedule"].pk},
 }
 
 
@@ -101,6 +121,7 @@ def team_a_objects(alice, bob):
     store = memory_store_create(team=team, actor=alice, name="Store")
     dream = Dream.objects.create(team=team, store=store, model="m", status=DreamStatus.SUCCEEDED)
     DreamChange.objects.create(dream=dream, operation="add", title="t", content="c")
+    workflow, workflow_run, schedule = _workflow_objects(team, alice, agent)
     return {
         "rate_limit": RateLimit.objects.create(
             team=team, model="claude-haiku-4-5", rpm=50, itpm=30000, otpm=8000
@@ -109,6 +130,9 @@ def team_a_objects(alice, bob):
         "attachment": attachment_add(store=store, actor=alice, agent=agent, mode="read_only"),
         "memory": memory_create(store=store, actor=alice, title="t", content="c"),
         "dream": dream,
+        "workflow": workflow,
+        "workflow_run": workflow_run,
+        "schedule": schedule,
         "rubric": rubric,
         "evaluation": graded_evaluation(team, rubric, [grade()]),
         "membership": Membership.objects.get(user=bob),
@@ -117,6 +141,37 @@ def team_a_objects(alice, bob):
         "allowlist_entry": entry,
         "run": run_start(agent=agent, input="hello", actor=alice),
     }
+
+
+def _workflow_objects(team, alice, lead):
+    from agentops.agents.services import agent_create
+    from agentops.workflows.services import (
+        Specialist,
+        schedule_create,
+        workflow_create,
+        workflow_run_start,
+    )
+
+    specialist = agent_create(
+        team=team, actor=alice, name="B", model="claude-haiku-4-5", system_prompt="x", max_tokens=10
+    )
+    workflow = workflow_create(
+        team=team,
+        actor=alice,
+        name="W",
+        lead_agent=lead,
+        roster=[Specialist(agent=specialist, role_description="helps")],
+    )
+    schedule = schedule_create(
+        team=team,
+        actor=alice,
+        name="S",
+        workflow=workflow,
+        input="x",
+        kind="interval",
+        every_minutes=5,
+    )
+    return workflow, workflow_run_start(workflow=workflow, input="hello", actor=alice), schedule
 
 
 def _url(name, takes_args, objs):

@@ -82,6 +82,73 @@ def on_children_finished(hook):
     return hook
 
 
+# --- extension points for delegation (agentops.workflows) --------------------------------------
+# fn(thread=thread) -> list of Messages API tool params offered to that thread on top of its
+# version's tools (a param with the same name replaces the version's one).
+THREAD_TOOLS_HOOKS = []
+# Tools the engine does not execute itself: name -> fn(run=, thread=, steps=[Step]). Called in
+# the transaction that records the model's tool_use; the steps are RUNNING with no deadline
+# (the sweeper leaves them alone) until the handler resolves each with tool_step_resolve.
+DEFERRED_TOOLS = {}
+# fn(run=, thread=) -> "" or why this thread may not make another model call (e.g. a
+# sub-agent's own token budget). Checked with the run's budget before every model call.
+THREAD_LIMIT_HOOKS = []
+# Called for each sub-agent thread that ends, inside its transaction, with the parent thread
+# locked: fn(run=, parent=, child=, outcome=, text=); outcome is "succeeded", "failed",
+# "cancelled" or "budget_reached" and text the child's output or its error.
+CHILD_FINISHED_HOOKS = []
+FINISHED_THREAD_STATUSES = (ThreadStatus.SUCCEEDED, ThreadStatus.FAILED, ThreadStatus.CANCELLED)
+
+
+def thread_tools(thread):
+    """The tools a thread's model calls offer: its version's, plus those the hooks add."""
+    tools = {tool["name"]: tool for tool in tools_for_version(thread.agent_version)}
+    for hook in THREAD_TOOLS_HOOKS:
+        for tool in hook(thread=thread):
+            tools[tool["name"]] = tool
+    return list(tools.values())
+
+
+def step_create(*, thread, kind, turn, **fields):
+    """Create (and, when QUEUED, queue after commit) the next step of a locked thread; the
+    caller saves the thread."""
+    return _new_step(thread=thread, kind=kind, turn=turn, **fields)
+
+
+def tool_step_resolve(*, run, thread, step, content, is_error):
+    """Give a deferred tool step its result, on locked rows; the turn's last result sends
+    them all back to the model in the order of the calls. The caller saves run and thread."""
+    latency = None
+    if step.claimed_at:
+        latency = int((timezone.now() - step.claimed_at).total_seconds() * 1000)
+    _record_tool_result(run, thread, step, content=content, is_error=is_error, latency_ms=latency)
+
+
+def child_thread_end(*, run, thread, outcome, text=""):
+    """End a sub-agent thread (locked, of a locked run) without ending its run: the parent's
+    pending-children counter goes down under a row lock and the hooks report the outcome."""
+    now = timezone.now()
+    thread.status = {
+        "succeeded": ThreadStatus.SUCCEEDED,
+        "cancelled": ThreadStatus.CANCELLED,
+    }.get(outcome, ThreadStatus.FAILED)
+    if outcome == "succeeded":
+        thread.output = text
+    thread.save()
+    if outcome != "succeeded":  # a thread that answered has nothing left open
+        Step.objects.filter(thread=thread, status__in=OPEN_STEP_STATUSES).update(
+            status=StepStatus.CANCELLED, finished_at=now, error=f"Not executed: thread {outcome}."
+        )
+    parent = Thread.objects.select_for_update().get(pk=thread.parent_id)
+    parent.pending_children = max(parent.pending_children - 1, 0)
+    for hook in CHILD_FINISHED_HOOKS:
+        hook(run=run, parent=parent, child=thread, outcome=outcome, text=text)
+    if parent.pending_children == 0:
+        for hook in CHILDREN_FINISHED_HOOKS:
+            hook(parent=parent)
+    parent.save()
+
+
 @dataclass(frozen=True)
 class ModelContext:
     """What a capability adds to a thread's model calls: text after the agent's system
@@ -108,7 +175,7 @@ def model_context(thread):
     additions: (system, tools, request_fields, hook_tool_names)."""
     version = thread.agent_version
     system = version.system_prompt
-    tools = tools_for_version(version)
+    tools = thread_tools(thread)
     names = {tool["name"] for tool in tools}
     extra_request, hook_tools = {}, set()
     for hook in MODEL_CONTEXT_HOOKS:
@@ -334,6 +401,9 @@ def step_execute(*, step_id):
     if not run.is_active:
         _abandon(step, f"Not executed: the run had already ended ({run.get_status_display()}).")
         return step
+    if step.thread.status in FINISHED_THREAD_STATUSES:
+        _abandon(step, f"Not executed: its thread had ended ({step.thread.get_status_display()}).")
+        return step
     try:
         if step.kind == StepKind.MODEL_CALL:
             _execute_model_step(step)
@@ -358,6 +428,12 @@ def _execute_model_step(step):
         )
     thread = step.thread
     version = thread.agent_version
+    limit_message = next(
+        (m for m in (hook(run=run, thread=thread) for hook in THREAD_LIMIT_HOOKS) if m), ""
+    )
+    if limit_message:
+        _stop_thread_for_limit(step, limit_message)
+        return
     system, tools, extra_request, _ = model_context(thread)
     messages = thread.messages
     step.request = {
@@ -468,7 +544,7 @@ def _record_model_result(step, result):
         run.cost_usd += step.cost_usd
         run.model_calls += 1
         run.simulated = run.simulated or bool(result.simulated)
-        if run.is_active:
+        if run.is_active and thread.status not in FINISHED_THREAD_STATUSES:
             thread.turns += 1
             _continue_after_model(run, thread, step, result.content)
         run.save()
@@ -536,8 +612,23 @@ def _continue_after_model(run, thread, step, content):
 def _start_tool_steps(run, thread, tool_uses):
     version = thread.agent_version
     awaiting = False
+    deferred = {}
     for block in tool_uses:
-        ask = tool_permission(version, block.get("name", "")) == "ask"
+        name = block.get("name", "")
+        if name in DEFERRED_TOOLS:
+            step = _new_step(
+                thread=thread,
+                kind=StepKind.TOOL_CALL,
+                turn=thread.turns,
+                status=StepStatus.RUNNING,
+                claimed_at=timezone.now(),
+                tool_use_id=block.get("id", ""),
+                tool_name=name,
+                request={"input": block.get("input", {})},
+            )
+            deferred.setdefault(name, []).append(step)
+            continue
+        ask = tool_permission(version, name) == "ask"
         awaiting = awaiting or ask
         _new_step(
             thread=thread,
@@ -551,6 +642,8 @@ def _start_tool_steps(run, thread, tool_uses):
     thread.pending_tools = len(tool_uses)
     if awaiting:
         run.status = RunStatus.AWAITING_APPROVAL
+    for name, steps in deferred.items():
+        DEFERRED_TOOLS[name](run=run, thread=thread, steps=steps)
 
 
 def _record_tool_result(run, thread, step, *, content, is_error, latency_ms):
@@ -563,7 +656,7 @@ def _record_tool_result(run, thread, step, *, content, is_error, latency_ms):
     step.save()
     run.tool_calls += 1
     thread.pending_tools = max(thread.pending_tools - 1, 0)
-    if thread.pending_tools or not run.is_active:
+    if thread.pending_tools or not run.is_active or thread.status in FINISHED_THREAD_STATUSES:
         return
     results = [
         {
@@ -587,12 +680,7 @@ def _finish_thread(run, thread, *, output):
         run.output = output
         _end_run(run, RunStatus.SUCCEEDED)
         return
-    parent = Thread.objects.select_for_update().get(pk=thread.parent_id)
-    parent.pending_children = max(parent.pending_children - 1, 0)
-    parent.save(update_fields=["pending_children"])
-    if parent.pending_children == 0:
-        for hook in CHILDREN_FINISHED_HOOKS:
-            hook(parent=parent)
+    child_thread_end(run=run, thread=thread, outcome="succeeded", text=output)
 
 
 def _end_run(run, status, *, error=""):
@@ -618,6 +706,10 @@ def _end_run(run, status, *, error=""):
 
 
 def _fail_locked(run, thread, message):
+    if thread.parent_id is not None:
+        # A sub-agent's failure goes back to its parent as an error result, not the run's end.
+        child_thread_end(run=run, thread=thread, outcome="failed", text=message)
+        return
     thread.status = ThreadStatus.FAILED
     _end_run(run, RunStatus.FAILED, error=message)
 
@@ -632,10 +724,10 @@ def _fail(step, message):
         locked.error = message
         locked.finished_at = timezone.now()
         locked.save()
-        if run.is_active:
-            thread.status = ThreadStatus.FAILED
+        if run.is_active and thread.status not in FINISHED_THREAD_STATUSES:
+            _fail_locked(run, thread, message)
+            run.save()
             thread.save()
-            _end_run(run, RunStatus.FAILED, error=message)
 
 
 def _abandon(step, message):
@@ -706,6 +798,25 @@ def budget_stop_reason(run):
                 f"${budget.monthly_cost_usd:.2f} spent this month."
             )
     return ""
+
+
+def _stop_thread_for_limit(step, message):
+    """A limit of the thread itself (not the run's) stops it: a sub-agent ends over budget."""
+    with transaction.atomic():
+        run, thread, locked = _lock_for_checkpoint(step)
+        if locked is None:
+            return
+        locked.status = StepStatus.CANCELLED
+        locked.error = f"Not executed: {message}"
+        locked.finished_at = timezone.now()
+        locked.save()
+        if not run.is_active or thread.status in FINISHED_THREAD_STATUSES:
+            return
+        if thread.parent_id is None:
+            _end_run(run, RunStatus.BUDGET_REACHED, error=message)
+        else:
+            child_thread_end(run=run, thread=thread, outcome="budget_reached", text=message)
+        run.save()
 
 
 def _stop_for_budget(step, message):

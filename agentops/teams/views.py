@@ -24,13 +24,6 @@ def home(request):
     return render(request, "teams/home.html", {"sections": SECTIONS[:-1]})
 
 
-@require_viewer
-def section(request, key):
-    """A navigation page whose capability is not built yet: say what will appear there."""
-    current = next(s for s in SECTIONS if s.key == key)
-    return render(request, "teams/section.html", {"section": current})
-
-
 @login_required
 @require_POST
 def team_switch(request):

@@ -9,10 +9,17 @@ its thinking text; the core adds ids, stop reasons, truncation and usage. To add
 from .base import Reply, Role
 from .dreamer import DreamerRole
 from .grader import GraderRole
+from .lead import LeadRole
 from .reviser import ReviserRole
 from .worker import WorkerRole
 
-ROLES: tuple[Role, ...] = (DreamerRole(), GraderRole(), ReviserRole(), WorkerRole())
+ROLES: tuple[Role, ...] = (
+    DreamerRole(),
+    GraderRole(),
+    ReviserRole(),
+    LeadRole(),
+    WorkerRole(),
+)
 
 
 def choose_role(conversation) -> Role:
@@ -23,6 +30,7 @@ __all__ = [
     "ROLES",
     "DreamerRole",
     "GraderRole",
+    "LeadRole",
     "Reply",
     "ReviserRole",
     "Role",

@@ -1,0 +1,71 @@
+import sys
+import time
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+
+from agentops.runs import services as engine
+from agentops.runs.models import Run, RunStatus, RunTrigger
+from agentops.workflows.models import Delegation, Workflow
+from agentops.workflows.services import workflow_run_start
+
+
+class Command(BaseCommand):
+    help = (
+        "Start a run of a workflow and print its id. With --wait, wait for it to end, print "
+        "its status, each sub-agent's status and the synthesis, and exit 0 only if it succeeded."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("workflow_slug")
+        parser.add_argument("--input", required=True, help="The run's input text.")
+        parser.add_argument("--team", help="Team slug, when several teams have the workflow.")
+        parser.add_argument("--wait", action="store_true", help="Wait for the run to end.")
+        parser.add_argument(
+            "--inline",
+            action="store_true",
+            help="Execute the run in this process instead of on Celery workers (implies --wait).",
+        )
+        parser.add_argument("--timeout", type=float, default=600, help="Seconds to wait at most.")
+
+    def handle(self, *args, workflow_slug, input, team, wait, inline, timeout, **options):  # noqa: A002
+        workflows = Workflow.objects.filter(slug=workflow_slug, archived_at__isnull=True)
+        if team:
+            workflows = workflows.filter(team__slug=team)
+        found = list(workflows.select_related("team", "current_version")[:2])
+        if not found:
+            raise CommandError(f"No workflow with the slug {workflow_slug!r}.")
+        if len(found) > 1:
+            raise CommandError(
+                f"Several teams have a workflow {workflow_slug!r}; name one with --team."
+            )
+        try:
+            run = workflow_run_start(workflow=found[0], input=input, trigger=RunTrigger.COMMAND)
+        except ValidationError as error:
+            raise CommandError(" ".join(error.messages)) from None
+        self.stdout.write(str(run.pk))
+        self.stdout.flush()
+        if inline:
+            run = engine.run_execute_inline(run=run, max_steps=5000)
+        elif not wait:
+            return
+        deadline = time.monotonic() + timeout
+        while run.is_active and time.monotonic() < deadline:
+            time.sleep(0.25)
+            run = (
+                engine.run_execute_inline(run=run, max_steps=5000)
+                if inline
+                else Run.objects.get(pk=run.pk)
+            )
+        if run.is_active:
+            self.stdout.write(f"{run.status} (still active after {timeout:g} s)")
+            sys.exit(2)
+        self.stdout.write(run.status)
+        for delegation in Delegation.objects.filter(run=run).select_related("roster_entry__agent"):
+            self.stdout.write(f"  {delegation.roster_entry.key}: {delegation.status}")
+        if run.output:
+            self.stdout.write(run.output)
+        if run.error:
+            self.stderr.write(run.error)
+        if run.status != RunStatus.SUCCEEDED:
+            sys.exit(1)

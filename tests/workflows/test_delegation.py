@@ -1,0 +1,172 @@
+from agentops.runs.models import RunStatus, RunTrigger, Step, StepStatus, ThreadStatus
+from agentops.workflows.models import Delegation, DelegationStatus, WorkflowMode
+from agentops.workflows.services import thread_cancel, workflow_run_start
+
+
+def _lead_thread(run):
+    return run.threads.get(parent__isnull=True)
+
+
+def test_lead_gets_every_child_result_as_the_matching_tool_result(make_workflow, sim, drain):
+    workflow = make_workflow()
+    run = workflow_run_start(workflow=workflow, input="Write a report on tidal energy.")
+    run = drain(run)
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    lead = _lead_thread(run)
+    children = list(run.threads.filter(parent=lead).order_by("id"))
+    assert len(children) == 3
+    assert all(child.status == ThreadStatus.SUCCEEDED for child in children)
+    calls = [b for b in lead.messages[1]["content"] if b["type"] == "tool_use"]
+    results = lead.messages[2]["content"]
+    assert [r["tool_use_id"] for r in results] == [c["id"] for c in calls]
+    by_call = {d.step.tool_use_id: d for d in Delegation.objects.filter(run=run)}
+    for call, result in zip(calls, results, strict=True):
+        delegation = by_call[call["id"]]
+        assert delegation.roster_entry.key == call["input"]["specialist"]
+        assert result["content"] == delegation.child.output
+        assert result["is_error"] is False
+    assert "researcher" in run.output and "critic" in run.output
+    assert lead.pending_children == 0
+
+
+def test_fan_out_gives_every_specialist_the_input(make_workflow, sim, drain):
+    workflow = make_workflow(mode=WorkflowMode.FAN_OUT)
+    run = drain(workflow_run_start(workflow=workflow, input="Assess solar panels."))
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    tasks = list(Delegation.objects.filter(run=run).values_list("task", flat=True))
+    assert tasks == ["Assess solar panels."] * 3
+    lead = _lead_thread(run)
+    # One model call: the synthesis; the fan-out itself was not a model decision.
+    assert lead.steps.filter(kind="model_call").count() == 1
+
+
+def test_a_failing_child_returns_an_error_result_and_the_lead_decides(
+    make_workflow, make_agent, specialists, sim, drain
+):
+    # A 5-token limit makes the specialist stop mid-answer: its thread fails.
+    broken = make_agent("Broken", max_tokens=5)
+    workflow = make_workflow(roster=[specialists[0], broken])
+    run = drain(workflow_run_start(workflow=workflow, input="Compare two databases."))
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    failed = Delegation.objects.get(run=run, roster_entry__agent=broken)
+    assert failed.status == DelegationStatus.FAILED
+    assert failed.child.status == ThreadStatus.FAILED
+    results = _lead_thread(run).messages[2]["content"]
+    assert [r["is_error"] for r in results] == [False, True]
+    assert "output limit" in results[1]["content"]
+    assert "1 of 2 specialist(s) failed" in run.output
+
+
+def test_sub_agent_limit_refuses_extra_calls(make_workflow, sim, drain):
+    workflow = make_workflow(max_children=2)
+    run = drain(workflow_run_start(workflow=workflow, input="Plan a garden."))
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert Delegation.objects.filter(run=run).count() == 2
+    results = _lead_thread(run).messages[2]["content"]
+    assert [r["is_error"] for r in results] == [False, False, True]
+    assert "Sub-agent limit reached" in results[2]["content"]
+
+
+def test_parallel_limit_queues_children_behind_free_slots(make_workflow, sim):
+    from agentops.runs import services as engine
+
+    workflow = make_workflow(max_parallel=1)
+    run = workflow_run_start(workflow=workflow, input="Review a contract.")
+    with engine.inline_execution():
+        lead_step = Step.objects.get(run=run, status=StepStatus.QUEUED)
+        engine.step_execute(step_id=lead_step.pk)
+    statuses = list(Delegation.objects.filter(run=run).values_list("status", flat=True))
+    assert statuses == [
+        DelegationStatus.RUNNING,
+        DelegationStatus.WAITING,
+        DelegationStatus.WAITING,
+    ]
+    assert Step.objects.filter(run=run, status=StepStatus.QUEUED).count() == 1
+    run = engine.run_execute_inline(run=run)
+    assert run.status == RunStatus.SUCCEEDED
+    spans = sorted((d.started_at, d.finished_at) for d in Delegation.objects.filter(run=run))
+    assert all(earlier[1] <= later[0] for earlier, later in zip(spans, spans[1:], strict=False))
+
+
+def test_child_token_budget_stops_the_child_with_an_error_result(
+    make_workflow, make_agent, specialists, sim, drain
+):
+    # The fetcher calls http_fetch (refused: the host is not allowlisted), so it needs a
+    # second model call, which its 1-token budget forbids.
+    fetcher = make_agent("Fetcher", tools=[{"name": "http_fetch", "permission": "allow"}])
+    workflow = make_workflow(roster=[specialists[0], fetcher], child_budget_tokens=1)
+    run = drain(workflow_run_start(workflow=workflow, input="Read https://example.com/a"))
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    stopped = Delegation.objects.get(run=run, roster_entry__agent=fetcher)
+    assert stopped.status == DelegationStatus.BUDGET_REACHED
+    assert stopped.child.steps.filter(kind="model_call").count() == 2
+    results = _lead_thread(run).messages[2]["content"]
+    assert [r["is_error"] for r in results] == [False, True]
+    assert "stopped at its token budget" in results[1]["content"]
+
+
+def test_run_budget_ends_the_whole_tree(make_workflow, sim, drain):
+    workflow = make_workflow(budget_tokens=1)
+    run = drain(workflow_run_start(workflow=workflow, input="Summarize the news."))
+    assert run.status == RunStatus.BUDGET_REACHED
+    assert "token budget" in run.error
+    assert not Delegation.objects.filter(
+        run=run, status__in=[DelegationStatus.WAITING, DelegationStatus.RUNNING]
+    ).exists()
+
+
+def test_cancelling_the_run_cancels_its_whole_tree(make_workflow, sim, alice):
+    from agentops.runs import services as engine
+
+    workflow = make_workflow()
+    run = workflow_run_start(workflow=workflow, input="Design a logo.", actor=alice)
+    with engine.inline_execution():
+        engine.step_execute(step_id=Step.objects.get(run=run, status=StepStatus.QUEUED).pk)
+    assert Delegation.objects.filter(run=run, status=DelegationStatus.RUNNING).count() == 3
+    thread_cancel(thread=_lead_thread(run), actor=alice)
+    run.refresh_from_db()
+    assert run.status == RunStatus.CANCELLED
+    assert set(run.threads.values_list("status", flat=True)) == {ThreadStatus.CANCELLED}
+    assert set(Delegation.objects.filter(run=run).values_list("status", flat=True)) == {
+        DelegationStatus.CANCELLED
+    }
+    assert not run.steps.filter(status__in=[StepStatus.QUEUED, StepStatus.RUNNING]).exists()
+    # A worker that picks up one of the children's queued messages now does nothing.
+    run = engine.run_execute_inline(run=run)
+    assert run.model_calls == 1
+
+
+def test_cancelling_one_child_returns_an_error_result(make_workflow, sim, alice):
+    from agentops.runs import services as engine
+
+    workflow = make_workflow()
+    run = workflow_run_start(workflow=workflow, input="Plan a trip.", actor=alice)
+    with engine.inline_execution():
+        engine.step_execute(step_id=Step.objects.get(run=run, status=StepStatus.QUEUED).pk)
+    writer = Delegation.objects.get(run=run, roster_entry__agent__name="Writer")
+    thread_cancel(thread=writer.child, actor=alice)
+    run = engine.run_execute_inline(run=run)
+    assert run.status == RunStatus.SUCCEEDED
+    writer.refresh_from_db()
+    assert writer.status == DelegationStatus.CANCELLED
+    results = _lead_thread(run).messages[2]["content"]
+    assert [r["is_error"] for r in results] == [False, True, False]
+    assert "was cancelled" in results[1]["content"]
+
+
+def test_depth_limit_keeps_the_delegate_tool_from_sub_agents(make_workflow, sim, drain):
+    workflow = make_workflow(max_depth=2, max_children=20)
+    run = drain(workflow_run_start(workflow=workflow, input="Audit a website."))
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    depths = sorted(set(Delegation.objects.filter(run=run).values_list("depth", flat=True)))
+    assert depths == [1, 2]
+    deepest = Delegation.objects.filter(run=run, depth=2).first().child
+    assert not deepest.children.exists()
+
+
+def test_schedule_trigger_is_recorded(make_workflow, sim):
+    run = workflow_run_start(
+        workflow=make_workflow(), input="Daily digest.", trigger=RunTrigger.SCHEDULE
+    )
+    assert run.trigger == RunTrigger.SCHEDULE
+    assert run.workflow_run.version == run.workflow_run.workflow.current_version

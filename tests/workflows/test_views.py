@@ -1,0 +1,254 @@
+import pytest
+from django.urls import reverse
+
+from agentops.runs.models import RunStatus
+from agentops.teams.models import Role
+from agentops.workflows.models import Schedule, Workflow
+from agentops.workflows.services import schedule_create, workflow_run_start
+
+
+def _form_data(lead, roster, **extra):
+    data = {
+        "name": "Research desk",
+        "description": "Answers research questions.",
+        "lead_agent": lead.pk,
+        "lead_pinned_version": "",
+        "mode": "delegate",
+        "max_parallel": 5,
+        "max_children": 10,
+        "max_depth": 1,
+        "roster-TOTAL_FORMS": len(roster) + 1,
+        "roster-INITIAL_FORMS": 0,
+        "roster-MIN_NUM_FORMS": 0,
+        "roster-MAX_NUM_FORMS": 1000,
+    }
+    for i, agent in enumerate(roster):
+        data[f"roster-{i}-agent"] = agent.pk
+        data[f"roster-{i}-role_description"] = f"Handles {agent.name}."
+    data.update(extra)
+    return data
+
+
+def test_list_empty_state_and_filters(alice_client, make_workflow):
+    response = alice_client.get(reverse("workflows:list"))
+    assert response.status_code == 200 and "No workflows yet" in response.text
+    make_workflow()
+    response = alice_client.get(reverse("workflows:list"))
+    assert "Report team" in response.text
+    response = alice_client.get(reverse("workflows:list"), {"q": "nothing-like-it"})
+    assert "No workflows match" in response.text
+    response = alice_client.get(reverse("workflows:list"), {"mode": "fan_out"})
+    assert "Report team" not in response.text
+
+
+def test_create_through_the_form(alice_client, lead, specialists):
+    response = alice_client.post(reverse("workflows:create"), _form_data(lead, specialists[:2]))
+    workflow = Workflow.objects.get(name="Research desk")
+    assert response.status_code == 302
+    assert response["Location"] == reverse("workflows:detail", args=[workflow.pk])
+    assert [e.agent for e in workflow.current_version.roster.all()] == specialists[:2]
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        ({"max_parallel": 60}, "Must be between 1 and 50."),
+        ({"max_depth": 0}, "Must be between 1 and 5."),
+    ],
+)
+def test_form_field_errors(alice_client, lead, specialists, extra, message):
+    response = alice_client.post(
+        reverse("workflows:create"), _form_data(lead, specialists[:1], **extra)
+    )
+    assert response.status_code == 400
+    assert message in response.text
+    assert not Workflow.objects.exists()
+
+
+def test_form_roster_errors(alice_client, lead, specialists):
+    response = alice_client.post(reverse("workflows:create"), _form_data(lead, []))
+    assert response.status_code == 400 and "Add at least one specialist" in response.text
+    response = alice_client.post(reverse("workflows:create"), _form_data(lead, [lead]))
+    assert response.status_code == 400 and "the lead cannot also be a specialist" in response.text
+
+
+def test_form_refuses_another_teams_agent(alice_client, lead, make_agent, team_b, charlie):
+    outsider = make_agent("Outsider", team=team_b, actor=charlie)
+    response = alice_client.post(reverse("workflows:create"), _form_data(lead, [outsider]))
+    assert response.status_code == 400
+    assert "Select a valid choice" in response.text
+    assert not Workflow.objects.exists()
+
+
+def test_edit_makes_a_new_version_and_detail_shows_the_diff(alice_client, make_workflow, lead):
+    workflow = make_workflow()
+    roster = [e.agent for e in workflow.current_version.roster.all()]
+    data = _form_data(lead, roster, name="Report team", max_parallel=2)
+    data.update(
+        {f"roster-{i}-role_description": f"the {a.name.lower()}." for i, a in enumerate(roster)}
+    )
+    response = alice_client.post(reverse("workflows:edit", args=[workflow.pk]), data)
+    assert response.status_code == 302
+    workflow.refresh_from_db()
+    assert workflow.current_version.number == 2
+    page = alice_client.get(reverse("workflows:detail", args=[workflow.pk]))
+    assert "Max parallel sub-agents" in page.text and "v2" in page.text
+    version = alice_client.get(reverse("workflows:version", args=[workflow.pk, 1]))
+    assert version.status_code == 200 and "5 parallel" in version.text
+
+
+def test_reviewer_may_view_but_not_edit_or_run(bob_client, make_workflow):
+    workflow = make_workflow()
+    assert bob_client.get(reverse("workflows:detail", args=[workflow.pk])).status_code == 200
+    assert bob_client.get(reverse("workflows:create")).status_code == 403
+    assert bob_client.get(reverse("workflows:edit", args=[workflow.pk])).status_code == 403
+    response = bob_client.post(reverse("workflows:run-start", args=[workflow.pk]), {"input": "x"})
+    assert response.status_code == 403
+    assert bob_client.post(reverse("workflows:archive", args=[workflow.pk])).status_code == 403
+
+
+def test_another_team_gets_404(charlie_client, make_workflow, sim):
+    workflow = make_workflow()
+    run = workflow_run_start(workflow=workflow, input="hi")
+    lead = run.threads.get()
+    for url in (
+        reverse("workflows:detail", args=[workflow.pk]),
+        reverse("workflows:edit", args=[workflow.pk]),
+        reverse("workflows:version", args=[workflow.pk, 1]),
+        reverse("workflows:run", args=[run.pk]),
+        reverse("workflows:thread", args=[run.pk, lead.pk]),
+    ):
+        assert charlie_client.get(url).status_code == 404, url
+    response = charlie_client.post(reverse("workflows:thread-cancel", args=[run.pk, lead.pk]))
+    assert response.status_code == 404
+    assert charlie_client.post(reverse("workflows:archive", args=[workflow.pk])).status_code == 404
+
+
+def test_run_from_the_browser_and_see_the_tree(alice_client, make_workflow, sim, drain):
+    workflow = make_workflow()
+    response = alice_client.post(
+        reverse("workflows:run-start", args=[workflow.pk]), {"input": "Plan a conference."}
+    )
+    run = workflow.runs.get().run
+    assert response["Location"] == reverse("workflows:run", args=[run.pk])
+    page = alice_client.get(reverse("workflows:run", args=[run.pk]))
+    assert 'hx-trigger="every 1500ms"' in page.text  # polls while active
+    drain(run)
+    page = alice_client.get(reverse("workflows:run", args=[run.pk]))
+    assert page.status_code == 200
+    assert page.text.count('class="thread-row') == 4
+    assert "every 1500ms" not in page.text
+    for name in ("Researcher", "Writer", "Critic", "Lead"):
+        assert name in page.text
+    partial = alice_client.get(
+        reverse("workflows:run", args=[run.pk]), headers={"HX-Request": "true"}
+    )
+    assert partial.text.lstrip().startswith('<div id="tree"')
+    child = run.threads.exclude(parent=None).first()
+    thread_page = alice_client.get(reverse("workflows:thread", args=[run.pk, child.pk]))
+    assert thread_page.status_code == 200 and "Task from the parent" in thread_page.text
+
+
+def test_run_with_empty_input_shows_the_error(alice_client, make_workflow):
+    workflow = make_workflow()
+    response = alice_client.post(reverse("workflows:run-start", args=[workflow.pk]), {"input": ""})
+    assert response.status_code == 302
+    assert not workflow.runs.exists()
+
+
+def test_cancel_a_sub_agent_from_the_browser(alice_client, make_workflow, sim):
+    from agentops.runs import services as engine
+    from agentops.runs.models import Step, StepStatus
+
+    workflow = make_workflow()
+    run = workflow_run_start(workflow=workflow, input="Cancel test")
+    with engine.inline_execution():
+        engine.step_execute(step_id=Step.objects.get(run=run, status=StepStatus.QUEUED).pk)
+    child = run.threads.exclude(parent=None).first()
+    response = alice_client.post(reverse("workflows:thread-cancel", args=[run.pk, child.pk]))
+    assert response.status_code == 302
+    child.refresh_from_db()
+    assert child.status == "cancelled"
+    lead = run.threads.get(parent=None)
+    alice_client.post(reverse("workflows:thread-cancel", args=[run.pk, lead.pk]))
+    run.refresh_from_db()
+    assert run.status == RunStatus.CANCELLED
+
+
+def test_schedule_pages(alice_client, bob_client, charlie_client, make_workflow, team_a, alice):
+    workflow = make_workflow()
+    response = alice_client.get(reverse("workflows:schedules"))
+    assert "No schedules yet" in response.text
+    data = {
+        "name": "Nightly",
+        "workflow": workflow.pk,
+        "agent": "",
+        "input": "Nightly report.",
+        "kind": "cron",
+        "cron": "0 2 * * *",
+        "timezone": "Europe/Berlin",
+        "overlap": "skip",
+    }
+    bad = alice_client.post(reverse("workflows:schedule-create"), data | {"cron": "0 25 * * *"})
+    assert bad.status_code == 400 and "Not a valid cron expression" in bad.text
+    assert bob_client.post(reverse("workflows:schedule-create"), data).status_code == 403
+    response = alice_client.post(reverse("workflows:schedule-create"), data)
+    schedule = Schedule.objects.get()
+    assert response["Location"] == reverse("workflows:schedule", args=[schedule.pk])
+    page = alice_client.get(reverse("workflows:schedule", args=[schedule.pk]))
+    assert "Next run" in page.text and "<time" in page.text and "not fired yet" in page.text
+    assert bob_client.get(reverse("workflows:schedule", args=[schedule.pk])).status_code == 200
+    listing = alice_client.get(reverse("workflows:schedules"))
+    assert "Nightly" in listing.text
+    edit = alice_client.post(
+        reverse("workflows:schedule-edit", args=[schedule.pk]), data | {"name": "Nightly 2"}
+    )
+    assert edit.status_code == 302
+    alice_client.post(reverse("workflows:schedule-pause", args=[schedule.pk]))
+    schedule.refresh_from_db()
+    assert not schedule.enabled and not schedule.periodic_task.enabled
+    alice_client.post(reverse("workflows:schedule-resume", args=[schedule.pk]))
+    schedule.refresh_from_db()
+    assert schedule.enabled
+    for name in ("schedule", "schedule-edit"):
+        url = reverse(f"workflows:{name}", args=[schedule.pk])
+        assert charlie_client.get(url).status_code == 404
+    for name in ("schedule-pause", "schedule-resume", "schedule-delete"):
+        url = reverse(f"workflows:{name}", args=[schedule.pk])
+        assert charlie_client.post(url).status_code == 404
+        assert bob_client.post(url).status_code == 403
+    alice_client.post(reverse("workflows:schedule-delete", args=[schedule.pk]))
+    assert not Schedule.objects.exists()
+
+
+def test_schedule_form_needs_exactly_one_target(alice_client, make_workflow, specialists):
+    workflow = make_workflow()
+    data = {
+        "name": "Both",
+        "workflow": workflow.pk,
+        "agent": specialists[0].pk,
+        "input": "x",
+        "kind": "interval",
+        "every_minutes": 5,
+        "timezone": "UTC",
+        "overlap": "skip",
+    }
+    response = alice_client.post(reverse("workflows:schedule-create"), data)
+    assert response.status_code == 400 and "Choose either a workflow or an agent" in response.text
+
+
+def test_viewer_role_can_list(member_of_team_a, login, make_workflow, team_a, alice):
+    viewer = login(member_of_team_a(Role.VIEWER))
+    make_workflow()
+    schedule_create(
+        team=team_a,
+        actor=alice,
+        name="Hourly",
+        workflow=Workflow.objects.get(),
+        input="x",
+        kind="interval",
+        every_minutes=60,
+    )
+    assert viewer.get(reverse("workflows:list")).status_code == 200
+    assert "Hourly" in viewer.get(reverse("workflows:schedules")).text
+    assert viewer.get(reverse("workflows:schedule-create")).status_code == 403
