@@ -29,4 +29,5 @@ test: lint
 	$(VENV)/bin/pytest
 
 bench: $(STAMP)
+	$(PY) manage.py migrate --noinput
 	$(PY) manage.py bench all --json

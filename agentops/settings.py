@@ -152,7 +152,15 @@ else:
         _stop(f"DATABASE_URL must be a postgres:// URL (got scheme {parsed_db.scheme!r})")
     if parsed_db.scheme != "sqlite" and not parsed_db.path.strip("/"):
         _stop("DATABASE_URL must name a database, e.g. postgres://user@host:5432/agentops")
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL)}
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        # Celery closes Django's connections around every task; a pool makes that a return
+        # to the pool instead of a new PostgreSQL connection per step.
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": 2,
+            "max_size": _env_int("AGENTOPS_DB_POOL_MAX", 20, minimum=2),
+            "timeout": 30,
+        }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
