@@ -548,9 +548,13 @@ def usage_summary(*, calls):
     by_day = list(
         calls.annotate(day=TruncDate("created_at")).values("day").annotate(**totals).order_by("day")
     )
+    # One row per agent; calls made for no agent (a key test, a dream) are grouped by label.
     by_agent = list(
-        calls.values("agent_id", "agent__name", "label").annotate(**totals).order_by("-cost")
-    )
+        calls.filter(agent__isnull=False)
+        .values("agent_id", "agent__name")
+        .annotate(**totals)
+        .order_by("-cost")
+    ) + list(calls.filter(agent__isnull=True).values("label").annotate(**totals).order_by("-cost"))
     by_model = list(calls.values("model").annotate(**totals).order_by("-cost"))
     overall = calls.aggregate(**totals)
     return {"by_day": by_day, "by_agent": by_agent, "by_model": by_model, "overall": overall}

@@ -127,6 +127,7 @@ class Memory(models.Model):
 
     class Meta:
         ordering = ["-updated_at", "-id"]
+        verbose_name_plural = "memories"
         indexes = [models.Index(fields=["store", "status"])]
 
     def __str__(self):
