@@ -295,3 +295,28 @@ def test_the_run_page_of_a_graded_run_is_denied_to_others(
 ):
     run = drain(run_start_graded(rubric=rubric, agent=worker, input=TASK, actor=alice))
     assert charlie_client.get(reverse("runs:detail", args=[run.pk])).status_code == 404
+
+
+# --- demo ---------------------------------------------------------------------------------------
+
+
+def test_the_demo_grades_runs_for_each_path_and_reviews_some(team_a, alice, bob, sim):
+    from agentops.agents.demo import seed_demo_data as seed_agents
+    from agentops.outcomes.demo import seed_demo_data
+    from agentops.outcomes.models import HumanReview
+
+    seed_agents(team=team_a, owner=alice, reviewer=bob)
+    seed_demo_data(team=team_a, owner=alice, reviewer=bob)
+    seed_demo_data(team=team_a, owner=alice, reviewer=bob)  # idempotent
+    verdicts = sorted(
+        outcomes.Evaluation.objects.filter(team=team_a).values_list("verdict", flat=True)
+    )
+    assert verdicts == sorted(
+        [Verdict.SATISFIED, Verdict.MAX_ITERATIONS_REACHED, Verdict.FAILED, Verdict.GRADER_ERROR]
+    )
+    assert all(
+        e.run.status == RunStatus.SUCCEEDED for e in outcomes.Evaluation.objects.filter(team=team_a)
+    )
+    reviews = HumanReview.objects.filter(evaluation__team=team_a)
+    assert reviews.count() == 2
+    assert reviews.filter(agreed=False).count() == 1
