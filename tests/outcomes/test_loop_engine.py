@@ -320,3 +320,68 @@ def test_the_demo_grades_runs_for_each_path_and_reviews_some(team_a, alice, bob,
     reviews = HumanReview.objects.filter(evaluation__team=team_a)
     assert reviews.count() == 2
     assert reviews.filter(agreed=False).count() == 1
+
+
+# --- schedules ------------------------------------------------------------------------------------
+
+
+def _schedule_data(worker, rubric):
+    return {
+        "name": "Nightly support check",
+        "workflow": "",
+        "agent": worker.pk,
+        "rubric": rubric.pk,
+        "input": TASK,
+        "kind": "interval",
+        "every_minutes": 60,
+        "timezone": "UTC",
+        "overlap": "allow",
+    }
+
+
+def test_an_agent_schedule_with_a_rubric_starts_graded_runs(worker, rubric, team_a, alice, drain):
+    from agentops.workflows.services import schedule_create, schedule_fire
+
+    schedule = schedule_create(
+        team=team_a,
+        actor=alice,
+        name="Hourly",
+        agent=worker,
+        rubric=rubric,
+        input=TASK,
+        kind="interval",
+        every_minutes=60,
+    )
+    fire = schedule_fire(schedule_id=schedule.pk)
+    run = drain(fire.run)
+    assert run.status == RunStatus.SUCCEEDED
+    assert run.evaluation.verdict == Verdict.SATISFIED
+
+
+def test_a_schedule_rubric_must_be_the_teams_and_for_an_agent(
+    worker, rubric, team_a, team_b, alice, bob
+):
+    from django.core.exceptions import ValidationError
+
+    from agentops.workflows.services import schedule_create
+
+    foreign = outcomes.rubric_create(team=team_b, actor=bob, **DEMO_RUBRIC)
+    values = dict(team=team_a, actor=alice, name="Hourly", input=TASK, kind="interval")
+    with pytest.raises(ValidationError) as error:
+        schedule_create(agent=worker, rubric=foreign, every_minutes=60, **values)
+    assert "rubric" in error.value.message_dict
+
+
+def test_the_schedule_form_takes_a_rubric(worker, rubric, alice_client, bob_client):
+    from agentops.workflows.models import Schedule
+
+    url = reverse("workflows:schedule-create")
+    form = alice_client.get(url).content.decode()
+    assert f'<option value="{rubric.pk}">{rubric.name}</option>' in form
+    assert bob_client.post(url, _schedule_data(worker, rubric)).status_code == 403
+    response = alice_client.post(url, _schedule_data(worker, rubric))
+    assert response.status_code == 302
+    schedule = Schedule.objects.get()
+    assert schedule.rubric == rubric
+    page = alice_client.get(reverse("workflows:schedule", args=[schedule.pk])).content.decode()
+    assert reverse("rubrics:detail", args=[rubric.pk]) in page
