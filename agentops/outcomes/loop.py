@@ -154,8 +154,11 @@ def grader_result(*, run, thread, step, content):
     """The grader answered (its step is recorded): keep the iteration, then finish the run or
     send the feedback to the worker."""
     evaluation = _running_evaluation(run)
-    if evaluation is None:
+    if evaluation is None:  # ended elsewhere (the admin): the output stands, ungraded here
         thread.status = ThreadStatus.CANCELLED
+        lead = _lead(run)
+        engine.lead_thread_finish(run=run, thread=lead, output=_graded_output(thread))
+        lead.save()
         return
     version = evaluation.rubric_version
     try:

@@ -385,3 +385,13 @@ def test_the_schedule_form_takes_a_rubric(worker, rubric, alice_client, bob_clie
     assert schedule.rubric == rubric
     page = alice_client.get(reverse("workflows:schedule", args=[schedule.pk])).content.decode()
     assert reverse("rubrics:detail", args=[rubric.pk]) in page
+
+
+def test_an_evaluation_ended_elsewhere_lets_the_run_finish(worker, rubric, drain, sim, alice):
+    run = run_start_graded(rubric=rubric, agent=worker, input=TASK, actor=alice)
+    engine.step_execute(step_id=run.steps.get().pk)  # the worker answers; grading is queued
+    outcomes.evaluation_finish(evaluation=run.evaluation, verdict=Verdict.FAILED)
+    run = drain(run)
+    assert run.status == RunStatus.SUCCEEDED
+    assert run.output
+    assert run.threads.get(role=ThreadRole.GRADER).status == ThreadStatus.CANCELLED
