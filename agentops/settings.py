@@ -300,6 +300,8 @@ AGENTOPS_STEP_DEADLINE_S = _env_int(
 )
 # Each claim counts as an attempt; past this many the step and its run fail.
 AGENTOPS_STEP_MAX_ATTEMPTS = _env_int("AGENTOPS_STEP_MAX_ATTEMPTS", 5, minimum=1)
+# How many times the outcome loop asks the grader for a well-formed grade of one output.
+AGENTOPS_GRADER_ATTEMPTS = _env_int("AGENTOPS_GRADER_ATTEMPTS", 3, minimum=1)
 # A queued step whose message was lost (a broker restarted without persistence) is sent
 # again after this long; a duplicate message is harmless because claiming is conditional.
 AGENTOPS_STEP_REQUEUE_AFTER_S = _env_int("AGENTOPS_STEP_REQUEUE_AFTER_S", 120, minimum=1)

@@ -313,6 +313,7 @@ class EvaluationAdmin(_ReadOnlyAdmin):
         "team",
         "rubric_version",
         "agent",
+        "run",
         "status",
         "verdict",
         "weighted_score",
@@ -321,7 +322,7 @@ class EvaluationAdmin(_ReadOnlyAdmin):
         "created_at",
     ]
     list_filter = ["team", "status", "verdict", "human_agreed"]
-    search_fields = ["task", "rubric_version__rubric__name", "agent__name"]
+    search_fields = ["task", "rubric_version__rubric__name", "agent__name", "run__id"]
     list_select_related = ["team", "rubric_version", "agent"]
     date_hierarchy = "created_at"
     inlines = [IterationInline]

@@ -1,14 +1,19 @@
-"""Demo content: one rubric with three criteria.
+"""Demo content: a rubric with three criteria, a one-try variant of it, graded runs for each
+verdict path and a few human reviews.
 
-Graded runs come with the outcome loop's integration with the run engine: they are made by
-running the demo agent against this rubric with the simulator playing worker and grader,
-so no evaluation is invented here.
+The graded runs are really executed in this process by the run engine against the
+in-process simulator, which plays worker, grader and reviser: no evaluation is invented here.
 """
 
 from decimal import Decimal
 
-from .models import Rubric
-from .services import rubric_create
+from agentops.agents.models import Agent
+from agentops.runs.models import RunTrigger
+from agentops.runs.services import inline_execution, run_execute_inline
+
+from .loop import run_start_graded
+from .models import Evaluation, Rubric
+from .services import evaluation_review, rubric_create
 
 DEMO_RUBRIC = {
     "name": "Support reply quality",
@@ -57,7 +62,49 @@ DEMO_RUBRIC = {
 }
 
 
+ONE_TRY_RUBRIC = {**DEMO_RUBRIC, "name": "Support reply, first draft", "max_iterations": 1}
+REFUND_TASK = "A customer asks why their refund has not arrived yet. Reply to them."
+# (rubric, task): revised then satisfied; the cap; the rubric does not apply; a grader error.
+GRADED_RUNS = [
+    (DEMO_RUBRIC, REFUND_TASK),
+    (ONE_TRY_RUBRIC, "A customer asks whether they can change their plan mid-month. Reply."),
+    (DEMO_RUBRIC, "Write a short poem about autumn. [sim:rubric_does_not_apply]"),
+    (DEMO_RUBRIC, "A customer asks about late fees. Reply to them. [sim:grader_malformed]"),
+]
+
+
+def _rubric(team, owner, values):
+    rubric = Rubric.objects.filter(team=team, name=values["name"]).first()
+    return rubric or rubric_create(team=team, actor=owner, **values)
+
+
 def seed_demo_data(*, team, owner, reviewer):
-    if Rubric.objects.filter(team=team, name=DEMO_RUBRIC["name"]).exists():
+    rubrics = {id(values): _rubric(team, owner, values) for values in (DEMO_RUBRIC, ONE_TRY_RUBRIC)}
+    if Evaluation.objects.filter(team=team, run__trigger=RunTrigger.DEMO).exists():
         return
-    rubric_create(team=team, actor=owner, **DEMO_RUBRIC)
+    agent = Agent.objects.filter(team=team, name="Support writer").first()
+    if agent is None or agent.current_version is None:
+        return
+    evaluations = []
+    for values, task in GRADED_RUNS:
+        with inline_execution():  # executed right here; nothing to send to a worker
+            run = run_start_graded(
+                rubric=rubrics[id(values)],
+                agent=agent,
+                input=task,
+                actor=owner,
+                trigger=RunTrigger.DEMO,
+            )
+        run = run_execute_inline(run=run)
+        evaluations.append(Evaluation.objects.get(run=run))
+    satisfied, capped = evaluations[0], evaluations[1]
+    if satisfied.is_reviewable:
+        evaluation_review(evaluation=satisfied, reviewer=reviewer, note="Clear and complete.")
+    if capped.is_reviewable:
+        # The reviewer thinks the first draft was kinder than the grader did.
+        evaluation_review(
+            evaluation=capped,
+            reviewer=reviewer,
+            scores={"tone": 1},
+            note="The tone is fine; accuracy still needs work.",
+        )

@@ -221,6 +221,10 @@ class Evaluation(models.Model):
         RubricVersion, on_delete=models.PROTECT, related_name="evaluations"
     )
     task = models.TextField()
+    # The run whose output this grades, when the outcome loop runs inside the run engine.
+    run = models.OneToOneField(
+        "runs.Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="evaluation"
+    )
     agent = models.ForeignKey(
         "agents.Agent", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -37,6 +37,22 @@ class RunStartForm(forms.Form):
         help_text="How often to continue when the model hits its output limit (0: fail).",
     )
 
+    rubric = forms.ModelChoiceField(
+        queryset=None,
+        required=False,
+        empty_label="No grading",
+        help_text="Optional: a grader scores the output against this rubric and the agent "
+        "revises until it passes or the rubric's iteration cap is reached.",
+    )
+
+    def __init__(self, *args, team, **kwargs):
+        super().__init__(*args, **kwargs)
+        from agentops.outcomes.models import Rubric
+
+        self.fields["rubric"].queryset = Rubric.objects.filter(
+            team=team, archived_at__isnull=True, current_version__isnull=False
+        ).order_by("name")
+
     def clean_input(self):
         text = self.cleaned_data["input"].strip()
         if not text:

@@ -109,6 +109,7 @@ class Run(models.Model):
 class ThreadRole(models.TextChoices):
     LEAD = "lead", "Lead"
     WORKER = "worker", "Worker"
+    GRADER = "grader", "Grader"
 
 
 class ThreadStatus(models.TextChoices):

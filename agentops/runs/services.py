@@ -99,6 +99,35 @@ THREAD_LIMIT_HOOKS = []
 CHILD_FINISHED_HOOKS = []
 FINISHED_THREAD_STATUSES = (ThreadStatus.SUCCEEDED, ThreadStatus.FAILED, ThreadStatus.CANCELLED)
 
+# --- extension points for threads with a role of their own (agentops.outcomes' grader) ----------
+# fn(run=, thread=, output=) -> True when it keeps the run going after its lead thread answered
+# (the hook then owns what happens next, e.g. grading the output). Called inside the locked
+# transaction that records the lead's final answer.
+LEAD_ANSWERED_HOOKS = []
+
+
+@dataclass(frozen=True)
+class ThreadRoleHandler:
+    """How the engine runs the model steps of a thread with this role instead of the agent
+    version's context: `request(thread=)` -> model_call keyword arguments (model, max_tokens,
+    system, messages, tools, tool_choice), called outside any transaction; `result(run=,
+    thread=, step=, content=)` after the step is recorded, on locked rows; `error(run=,
+    thread=, step=, error=)` after a permanent model error (or transient ones past the attempt
+    limit) failed the step, on locked rows. Both may create steps and save the thread."""
+
+    request: object
+    result: object
+    error: object
+
+
+THREAD_ROLE_HANDLERS = {}
+
+
+def lead_thread_finish(*, run, thread, output):
+    """Finish a run's locked lead thread with `output` (ends the run as succeeded unless a
+    LEAD_ANSWERED_HOOKS hook keeps it going). The caller saves run and thread."""
+    _finish_thread(run, thread, output=output)
+
 
 def thread_tools(thread):
     """The tools a thread's model calls offer: its version's, plus those the hooks add."""
@@ -434,6 +463,10 @@ def _execute_model_step(step):
     if limit_message:
         _stop_thread_for_limit(step, limit_message)
         return
+    handler = THREAD_ROLE_HANDLERS.get(thread.role)
+    if handler is not None:
+        _execute_role_model_step(step, handler)
+        return
     system, tools, extra_request, _ = model_context(thread)
     messages = thread.messages
     step.request = {
@@ -466,6 +499,58 @@ def _execute_model_step(step):
         _fail(step, f"The model call failed: {error}")
         return
     _record_model_result(step, result)
+
+
+def _execute_role_model_step(step, handler):
+    """A model step whose request the thread's role supplies (a grader's fresh context)."""
+    run, thread = step.run, step.thread
+    request = handler.request(thread=thread)
+    step.request = {
+        "model": request["model"],
+        "max_tokens": request["max_tokens"],
+        "tools": [tool["name"] for tool in request.get("tools") or []],
+        "tool_choice": request.get("tool_choice"),
+        "messages": len(request["messages"]),
+        "role": thread.role,
+    }
+    try:
+        result = model_call(
+            team=run.team,
+            model=request["model"],
+            messages=request["messages"],
+            system=request.get("system", ""),
+            tools=request.get("tools") or None,
+            tool_choice=request.get("tool_choice"),
+            max_tokens=request["max_tokens"],
+            step_id=step.pk,
+            agent_id=run.agent_id,
+            usage_label=f"run {run.pk} {thread.role}",
+        )
+    except (TransientModelError, *INFRASTRUCTURE_ERRORS) as error:
+        if step.attempts < settings.AGENTOPS_STEP_MAX_ATTEMPTS:
+            _retry_or_fail(step, error)
+        else:
+            _role_step_failed(step, handler, error)
+        return
+    except PermanentModelError as error:
+        _role_step_failed(step, handler, error)
+        return
+    _record_model_result(step, result)
+
+
+def _role_step_failed(step, handler, error):
+    with transaction.atomic():
+        run, thread, locked = _lock_for_checkpoint(step)
+        if locked is None:
+            return
+        locked.status = StepStatus.FAILED
+        locked.error = f"The model call failed: {error}"
+        locked.finished_at = timezone.now()
+        locked.save()
+        if run.is_active and thread.status not in FINISHED_THREAD_STATUSES:
+            handler.error(run=run, thread=thread, step=locked, error=error)
+            run.save()
+            thread.save()
 
 
 def _execute_tool_step(step):
@@ -552,6 +637,10 @@ def _record_model_result(step, result):
 
 
 def _continue_after_model(run, thread, step, content):
+    handler = THREAD_ROLE_HANDLERS.get(thread.role)
+    if handler is not None:
+        handler.result(run=run, thread=thread, step=step, content=content)
+        return
     stop_reason = step.stop_reason
     if stop_reason in ("end_turn", "stop_sequence"):
         thread.messages = [*thread.messages, {"role": "assistant", "content": content}]
@@ -678,6 +767,10 @@ def _finish_thread(run, thread, *, output):
     thread.output = output
     if thread.parent_id is None:
         run.output = output
+        # A hook may keep the run going after its answer (grading it against a rubric).
+        if any([hook(run=run, thread=thread, output=output) for hook in LEAD_ANSWERED_HOOKS]):
+            thread.status = ThreadStatus.ACTIVE  # it may be asked to answer again
+            return
         _end_run(run, RunStatus.SUCCEEDED)
         return
     child_thread_end(run=run, thread=thread, outcome="succeeded", text=output)

@@ -1,3 +1,5 @@
+from functools import partial
+
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
@@ -22,9 +24,20 @@ def run_list(request):
 
 
 def _run_context(run):
-    steps = list(run.steps.select_related("decision_by").order_by("thread_id", "sequence"))
+    steps = list(
+        run.steps.select_related("decision_by", "thread").order_by("thread_id", "sequence")
+    )
+    from agentops.outcomes.models import Evaluation
+
+    evaluation = (
+        Evaluation.objects.select_related("rubric_version__rubric")
+        .prefetch_related("iterations")
+        .filter(run=run)
+        .first()
+    )
     return {
         "run": run,
+        "evaluation": evaluation,
         "steps": steps,
         "awaiting": [s for s in steps if s.status == StepStatus.AWAITING_APPROVAL],
         "rerun_form": RerunForm(),
@@ -45,11 +58,16 @@ def run_detail(request, pk):
 @require_editor
 def run_start(request, agent_pk):
     agent = get_for_team(request, Agent, pk=agent_pk)
-    form = RunStartForm(request.POST or None)
+    form = RunStartForm(request.POST or None, team=request.team)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
+        start = services.run_start
+        if data["rubric"] is not None:
+            from agentops.outcomes.loop import run_start_graded
+
+            start = partial(run_start_graded, rubric=data["rubric"])
         try:
-            run = services.run_start(
+            run = start(
                 agent=agent,
                 input=data["input"],
                 actor=request.user,

@@ -73,7 +73,16 @@ class ScheduleFireInline(admin.TabularInline):
 
 @admin.register(Schedule)
 class ScheduleAdmin(admin.ModelAdmin):
-    list_display = ["name", "team", "workflow", "agent", "kind", "enabled", "last_fired_at"]
+    list_display = [
+        "name",
+        "team",
+        "workflow",
+        "agent",
+        "rubric",
+        "kind",
+        "enabled",
+        "last_fired_at",
+    ]
     list_filter = ["team", "kind", "enabled", "overlap"]
     search_fields = ["name", "input", "cron"]
     # Edited in the app so the periodic task stays in sync; here for inspection.

@@ -245,6 +245,13 @@ class ScheduleForm(forms.Form):
     )
     agent = forms.ModelChoiceField(queryset=Agent.objects.none(), required=False, empty_label="—")
     input = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), label="Input text")
+    rubric = forms.ModelChoiceField(
+        queryset=None,
+        required=False,
+        empty_label="No grading",
+        help_text="Agents only: grade each run against this rubric (the agent revises until it "
+        "passes or the rubric's iteration cap).",
+    )
     kind = forms.ChoiceField(choices=ScheduleKind.choices, initial=ScheduleKind.CRON)
     cron = forms.CharField(
         required=False,
@@ -262,11 +269,18 @@ class ScheduleForm(forms.Form):
             team=team, archived_at__isnull=True
         )
         self.fields["agent"].queryset = _team_agents(team)
+        from agentops.outcomes.models import Rubric
+
+        self.fields["rubric"].queryset = Rubric.objects.filter(
+            team=team, archived_at__isnull=True, current_version__isnull=False
+        ).order_by("name")
 
     def clean(self):
         data = super().clean()
         if bool(data.get("workflow")) == bool(data.get("agent")):
             self.add_error("workflow", "Choose either a workflow or an agent (not both).")
+        if data.get("rubric") and data.get("workflow"):
+            self.add_error("rubric", "Only an agent's runs can be graded by a rubric.")
         kind = data.get("kind")
         if kind == ScheduleKind.CRON:
             problem = cron_errors(data.get("cron", ""))
@@ -283,6 +297,7 @@ def schedule_initial(schedule):
         "workflow": schedule.workflow_id,
         "agent": schedule.agent_id,
         "input": schedule.input,
+        "rubric": schedule.rubric_id,
         "kind": schedule.kind,
         "cron": schedule.cron,
         "every_minutes": schedule.every_minutes,

@@ -239,6 +239,14 @@ class Schedule(models.Model):
         "agents.Agent", null=True, blank=True, on_delete=models.CASCADE, related_name="schedules"
     )
     input = models.TextField()
+    # An agent's scheduled runs may be graded (and revised) against this rubric.
+    rubric = models.ForeignKey(
+        "outcomes.Rubric",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="schedules",
+    )
     kind = models.CharField(max_length=10, choices=ScheduleKind.choices, default=ScheduleKind.CRON)
     cron = models.CharField(max_length=120, blank=True)
     every_minutes = models.PositiveIntegerField(null=True, blank=True)

@@ -372,6 +372,14 @@ def _schedule_values(team, values):
         errors["target"] = f"{workflow or agent} is archived."
     if not (values.get("input") or "").strip():
         errors["input"] = "Give the runs some input text."
+    rubric = values.get("rubric")
+    if rubric is not None:
+        if workflow is not None:
+            errors["rubric"] = "Only an agent's runs can be graded by a rubric."
+        elif rubric.team_id != team.pk:
+            errors["rubric"] = "Choose a rubric of this team."
+        elif rubric.is_archived:
+            errors["rubric"] = f"The rubric {rubric.name} is archived."
     kind = values.get("kind")
     cron = " ".join((values.get("cron") or "").split())
     every = values.get("every_minutes")
@@ -398,6 +406,7 @@ def _schedule_values(team, values):
         "name": name,
         "workflow": workflow,
         "agent": agent,
+        "rubric": rubric,
         "input": values["input"].strip(),
         "kind": kind,
         "cron": cron,
@@ -453,6 +462,7 @@ def _schedule_audit(schedule):
         "name": schedule.name,
         "target": schedule.target_label,
         "input": schedule.input,
+        "rubric": schedule.rubric.name if schedule.rubric_id else "",
         "when": schedule.when_label,
         "overlap": schedule.overlap,
         "enabled": schedule.enabled,
@@ -474,6 +484,7 @@ def schedule_create(
     timezone="UTC",  # noqa: A002 - the field's name
     overlap=OverlapPolicy.SKIP,
     enabled=True,
+    rubric=None,
 ):
     values = _schedule_values(team, locals())
     schedule = Schedule.objects.create(
@@ -507,6 +518,7 @@ def schedule_update(
     every_minutes=None,
     timezone="UTC",  # noqa: A002
     overlap=OverlapPolicy.SKIP,
+    rubric=None,
 ):
     schedule = Schedule.objects.select_for_update().get(pk=schedule.pk)
     values = _schedule_values(schedule.team, locals())
@@ -735,7 +747,7 @@ def schedule_fire(*, schedule_id):
     with transaction.atomic():
         schedule = (
             Schedule.objects.select_for_update(of=("self",))
-            .select_related("workflow__current_version", "agent__current_version", "team")
+            .select_related("workflow__current_version", "agent__current_version", "team", "rubric")
             .filter(pk=schedule_id)
             .first()
         )
@@ -760,6 +772,15 @@ def schedule_fire(*, schedule_id):
                 if schedule.workflow_id:
                     run = workflow_run_start(
                         workflow=schedule.workflow,
+                        input=schedule.input,
+                        trigger=RunTrigger.SCHEDULE,
+                    )
+                elif schedule.rubric_id:
+                    from agentops.outcomes.loop import run_start_graded
+
+                    run = run_start_graded(
+                        rubric=schedule.rubric,
+                        agent=schedule.agent,
                         input=schedule.input,
                         trigger=RunTrigger.SCHEDULE,
                     )

@@ -11,3 +11,13 @@ def percent(value, places=1):
     if value is None or value == "":
         return ""
     return f"{Decimal(str(value)) * 100:.{int(places)}f}%"
+
+
+@register.simple_tag
+def team_rubrics(team):
+    """The rubrics a run of `team` may be graded by: not archived, with a version."""
+    from agentops.outcomes.models import Rubric
+
+    return Rubric.objects.filter(
+        team=team, archived_at__isnull=True, current_version__isnull=False
+    ).order_by("name")

@@ -13,7 +13,9 @@ from agentops.runs.models import Run, RunStatus, RunTrigger
 class Command(BaseCommand):
     help = (
         "Start a run of an agent and print its id. With --wait, wait for it to end, print "
-        "its status and output, and exit 0 only if it succeeded."
+        "its status and output, and exit 0 only if it succeeded. With --rubric, the output is "
+        "graded (and revised) against that rubric; --wait then prints the verdict and exits 3 "
+        "when the run succeeded but the verdict is not satisfied."
     )
 
     def add_arguments(self, parser):
@@ -29,6 +31,7 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=float, default=600, help="Seconds to wait at most.")
         parser.add_argument("--budget-tokens", type=int)
         parser.add_argument("--max-turns", type=int)
+        parser.add_argument("--rubric", help="Slug of a rubric of the agent's team to grade by.")
 
     def handle(self, *args, agent_slug, input, team, wait, inline, timeout, **options):  # noqa: A002
         agents = Agent.objects.filter(slug=agent_slug, archived_at__isnull=True)
@@ -39,17 +42,34 @@ class Command(BaseCommand):
             raise CommandError(f"No agent with the slug {agent_slug!r}.")
         if len(found) > 1:
             raise CommandError(f"Several teams have an agent {agent_slug!r}; name one with --team.")
+        rubric = None
+        if options.get("rubric"):
+            from agentops.outcomes.models import Rubric
+
+            rubric = Rubric.objects.filter(
+                team=found[0].team, slug=options["rubric"], archived_at__isnull=True
+            ).first()
+            if rubric is None:
+                raise CommandError(
+                    f"No rubric {options['rubric']!r} in team {found[0].team.slug!r}."
+                )
         start_inline = services.inline_execution() if inline else contextlib.nullcontext()
         try:
             with start_inline:
-                run = services.run_start(
-                    agent=found[0],
-                    input=input,
-                    actor=None,
-                    trigger=RunTrigger.COMMAND,
-                    budget_tokens=options["budget_tokens"],
-                    max_turns=options["max_turns"],
-                )
+                start_kwargs = {
+                    "agent": found[0],
+                    "input": input,
+                    "actor": None,
+                    "trigger": RunTrigger.COMMAND,
+                    "budget_tokens": options["budget_tokens"],
+                    "max_turns": options["max_turns"],
+                }
+                if rubric is not None:
+                    from agentops.outcomes.loop import run_start_graded
+
+                    run = run_start_graded(rubric=rubric, **start_kwargs)
+                else:
+                    run = services.run_start(**start_kwargs)
         except ValidationError as error:
             raise CommandError(" ".join(error.messages)) from None
         self.stdout.write(str(run.pk))
@@ -76,3 +96,8 @@ class Command(BaseCommand):
             self.stderr.write(run.error)
         if run.status != RunStatus.SUCCEEDED:
             sys.exit(1)
+        if rubric is not None:
+            evaluation = run.evaluation
+            self.stdout.write(f"verdict: {evaluation.verdict} ({evaluation.status})")
+            if evaluation.verdict != "satisfied":
+                sys.exit(3)
