@@ -7,7 +7,13 @@ from django.views.decorators.http import require_POST
 
 from agentops.agents.models import Agent
 from agentops.pagination import paginate
-from agentops.teams.access import get_for_team, require_editor, require_viewer, team_queryset
+from agentops.teams.access import (
+    get_for_team,
+    require_editor,
+    require_reviewer,
+    require_viewer,
+    team_queryset,
+)
 
 from . import services
 from .forms import CompareForm, DecisionForm, RerunForm, RunFilterForm, RunStartForm
@@ -119,7 +125,7 @@ def run_rerun(request, pk):
     return redirect("runs:detail", pk=new_run.pk)
 
 
-@require_editor
+@require_reviewer
 def step_approval(request, pk):
     """The approval screen for one "always ask" tool call."""
     step = get_object_or_404(

@@ -5,6 +5,7 @@ from decimal import Decimal
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.urls import reverse
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
@@ -118,7 +119,9 @@ def test_tool_results_wait_for_the_last_parallel_tool(make_agent, sim, alice):
     assert run.threads.get().pending_tools == 0
 
 
-def test_invalid_tool_input_becomes_an_error_result(make_agent, drain, sim, alice, tool_calls):
+def test_invalid_tool_input_becomes_an_error_result(
+    make_agent, drain, sim, alice, tool_calls, login
+):
     agent = make_agent(tools=_tools("get_weather"))
     run = services.run_start(agent=agent, input="Use get_weather for Lima.", actor=alice)
     with services.inline_execution():
@@ -135,6 +138,8 @@ def test_invalid_tool_input_becomes_an_error_result(make_agent, drain, sim, alic
     assert run.status == RunStatus.SUCCEEDED
     sent = sim.bodies()[-1]["messages"][-1]["content"][0]
     assert sent["is_error"] is True
+    page = login(alice).get(reverse("runs:detail", args=[run.pk])).text
+    assert '<span class="badge bad">Error result</span>' in page
 
 
 @pytest.mark.parametrize(

@@ -218,7 +218,7 @@ def test_approval_screen_and_deny(alice_client, awaiting_step):
     assert "&quot;city&quot;:" in page.text  # the input as indented JSON
     detail = alice_client.get(reverse("runs:detail", args=[awaiting_step.run_id]))
     assert "Waiting for your approval" in detail.text
-    assert 'hx-trigger="every' not in detail.text  # no polling while a person decides
+    assert 'hx-trigger="every 5s"' in detail.text  # slower polling while a person decides
     response = alice_client.post(url, {"decision": "deny", "message": "No."})
     assert response.status_code == 302
     awaiting_step.refresh_from_db()
@@ -240,9 +240,18 @@ def test_approval_bad_form(alice_client, awaiting_step):
     assert response.status_code == 400 and "field-error" in response.text
 
 
-def test_approval_denied(bob_client, charlie_client, awaiting_step):
+def test_reviewer_may_decide_a_tool_call(bob_client, awaiting_step):
     url = reverse("runs:approval", args=[awaiting_step.pk])
-    assert bob_client.get(url).status_code == 403
+    assert bob_client.get(url).status_code == 200
+    assert bob_client.post(url, {"decision": "approve"}).status_code == 302
+    awaiting_step.refresh_from_db()
+    assert awaiting_step.decision_by.username == "bob"
+
+
+def test_approval_denied(member_of_team_a, login, charlie_client, awaiting_step):
+    url = reverse("runs:approval", args=[awaiting_step.pk])
+    viewer = login(member_of_team_a(Role.VIEWER))
+    assert viewer.get(url).status_code == 403
     assert charlie_client.get(url).status_code == 404
     assert charlie_client.post(url, {"decision": "approve"}).status_code == 404
     awaiting_step.refresh_from_db()
