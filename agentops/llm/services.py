@@ -107,6 +107,40 @@ def learn_tokens_per_char(model, *, chars, tokens):
         )
 
 
+# Every model call needs the team's credential and rate-limit rows; they change rarely, so a
+# process keeps them this long instead of reading two rows per call. The services that save
+# a key or a limit forget them at once in their own process; other processes (workers) see
+# the change within this many seconds.
+CALL_SETTINGS_TTL_S = 2.0
+_call_settings = {}
+_call_settings_lock = threading.Lock()
+
+
+def call_settings(team, model) -> tuple[Credential, Limits]:
+    """The credential and limits a call of `model` for `team` uses, briefly cached."""
+    key = (getattr(team, "pk", None), model)
+    now = time.monotonic()
+    with _call_settings_lock:
+        cached = _call_settings.get(key)
+    if cached is not None and cached[0] > now:
+        return cached[1], cached[2]
+    credential = credential_for_team(team)
+    limits = limits_for(team, model, credential)
+    with _call_settings_lock:
+        _call_settings[key] = (now + CALL_SETTINGS_TTL_S, credential, limits)
+    return credential, limits
+
+
+def forget_call_settings():
+    with _call_settings_lock:
+        _call_settings.clear()
+
+
+def _forget_settings_and_clients():
+    forget_call_settings()
+    forget_clients()
+
+
 def limits_for(team, model, credential) -> Limits:
     """The team's budget for this model: its row, its catch-all row, or the default."""
     rows = {r.model: r for r in RateLimit.objects.filter(team=team, model__in=[model, ""])}
@@ -278,14 +312,14 @@ def model_call(
     if _in_transaction():
         raise ModelCallInTransaction("model_call must not run inside a database transaction")
     try:
-        credential = credential_for_team(team)
+        credential, limits = call_settings(team, model)
     except UndecryptableKey as exc:
         raise PermanentModelError(str(exc), kind="key_unreadable") from None
     outcome = execute_call(
         credential=credential,
         client=client_for_credential(credential),
         limiter=get_limiter(),
-        limits=limits_for(team, model, credential),
+        limits=limits,
         model=model,
         messages=messages,
         system=system,
@@ -364,7 +398,8 @@ def api_key_save(*, team, actor, api_key: str):
         before=before,
         after={"key": row.masked_key},
     )
-    transaction.on_commit(forget_clients)
+    forget_call_settings()
+    transaction.on_commit(_forget_settings_and_clients)
     return row
 
 
@@ -382,7 +417,8 @@ def api_key_remove(*, team, actor):
     _reset_test(row)
     row.save()
     audit_record(team=team, actor=actor, verb="model_key.remove", obj=row, before=before)
-    transaction.on_commit(forget_clients)
+    forget_call_settings()
+    transaction.on_commit(_forget_settings_and_clients)
     return row
 
 
@@ -484,6 +520,8 @@ def rate_limit_save(*, team, actor, model, rpm, itpm, otpm, rate_limit=None):
     rate_limit.rpm, rate_limit.itpm, rate_limit.otpm = rpm, itpm, otpm
     rate_limit.full_clean()
     rate_limit.save()
+    forget_call_settings()
+    transaction.on_commit(forget_call_settings)
     audit_record(
         team=team,
         actor=actor,
@@ -510,6 +548,8 @@ def rate_limit_delete(*, rate_limit, actor):
         },
     )
     rate_limit.delete()
+    forget_call_settings()
+    transaction.on_commit(forget_call_settings)
 
 
 def rate_limit_state(*, team, models):

@@ -32,6 +32,8 @@ def _record_uses(thread):
     selections = retrieval.select_for_prompt(
         thread.agent_version, _first_user_text(thread), run_id=thread.run_id
     )
+    if not selections:
+        return []  # no store attached: nothing recorded, nothing to read back
     for selection in selections:
         try:
             with transaction.atomic():

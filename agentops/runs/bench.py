@@ -2,15 +2,21 @@
 
 A Celery worker subprocess (threads pool, on the configured PostgreSQL and Redis, on a
 private queue) executes runs against the simulator server, which answers every call after a
-fixed latency. For each model step, overhead = (finished - enqueued) - simulated latency:
-the commit and publish of the step, the broker hop, the claim, the client and the HTTP
-round trip, and the checkpoint that records the result and creates the next step. Runs are
-executed one after another, so no step waits for a busy worker.
+fixed latency. Each run has `--steps` model calls (20 by default): its input carries
+`[sim:steps=N]`, so the simulator's worker role calls the agent's tool on each turn until
+N - 1 tool rounds are done and then answers. Runs are executed one after another, so no step
+waits for a busy worker.
 
-The simulator's worker role finishes a run after a paused turn is resumed, so each run here
-has two model steps (`pause_turn`, then `end_turn`); `--runs` sets how many runs.
+The figure the target applies to (`p50_ms`, `p95_ms`) is the per-step overhead as the issue
+defines it: the step's wall time, from the moment the worker starts the step task to the
+moment it returns (its result and the next step's enqueue are committed and sent; see
+bench_probe), minus the simulated latency. It includes the claim, the model client and
+the HTTP round trip, the rate limiter, the call record, the checkpoint and the enqueue.
+The broker hop before it (enqueued -> task started) is reported separately (`queue_*`), and
+so is enqueued -> returned minus the latency (`enqueued_to_returned_*`).
 """
 
+import json
 import os
 import statistics
 import subprocess
@@ -28,10 +34,11 @@ from django.db import connection
 from agentops.agents.services import agent_create
 from agentops.llm.benchmarks import register
 from agentops.llm.catalogue import DEFAULT_MODEL
+from agentops.llm.ratelimit import redis_client
 from agentops.llm.simulator.server import start_simulator_server
 from agentops.teams.models import Team
 
-from .models import Run, RunStatus, StepKind
+from .models import Run, RunStatus, Step, StepKind
 from .services import run_start
 
 TARGET_P95_MS = 10
@@ -53,7 +60,7 @@ def _database_url():
     return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
-def _start_worker(*, queue, model_url, log_file):
+def _start_worker(*, queue, model_url, log_file, probe_key):
     env = {
         **os.environ,
         "DATABASE_URL": _database_url(),
@@ -66,6 +73,7 @@ def _start_worker(*, queue, model_url, log_file):
         "AGENTOPS_RATE_DEFAULT_ITPM": "1000000000",
         "AGENTOPS_RATE_DEFAULT_OTPM": "1000000000",
         "AGENTOPS_LOG_LEVEL": "WARNING",
+        "AGENTOPS_BENCH_PROBE_KEY": probe_key,
     }
     command = [
         sys.executable,
@@ -83,6 +91,8 @@ def _start_worker(*, queue, model_url, log_file):
         "--without-gossip",
         "--without-mingle",
         "--without-heartbeat",
+        "--include",
+        "agentops.runs.bench_probe",
         "-Q",
         queue,
         "-n",
@@ -101,11 +111,17 @@ def _wait(run, timeout_s):
     raise CommandError(f"run {run.pk} did not finish within {timeout_s} s")
 
 
+def _ms(values, fraction=None):
+    value = statistics.median(values) if fraction is None else _percentile(values, fraction)
+    return round(value, 2)
+
+
 @register(
     "overhead",
     help="per-step overhead of the durable run engine (claim, checkpoint, enqueue)",
     arguments=[
-        ("--runs", {"type": int, "default": 10, "help": "runs to execute (overhead)"}),
+        ("--runs", {"type": int, "default": 5, "help": "runs to execute (overhead)"}),
+        ("--steps", {"type": int, "default": 20, "help": "model steps per run (overhead)"}),
         ("--latency-ms", {"type": float, "default": 150.0, "help": "simulator latency"}),
     ],
 )
@@ -117,15 +133,22 @@ def bench_overhead(options, log):
     from agentops.celery import app
 
     latency_ms = float(options.get("latency_ms") or 150.0)
-    runs_wanted = int(options.get("runs") or 10)
+    runs_wanted = int(options.get("runs") or 5)
+    steps_per_run = int(options.get("steps") or 20)
+    if not 1 <= steps_per_run <= 100:
+        raise CommandError("--steps must be between 1 and 100")
     queue = f"agentops-bench-{uuid.uuid4().hex[:8]}"
+    probe_key = f"agentops:bench:probe:{queue}"
     # This process sends the first step of each run; the worker sends the rest.
     app.conf.task_default_queue = queue
     server = start_simulator_server(latency_ms=latency_ms, rpm=10**6, itpm=10**9, otpm=10**9)
     log_file = tempfile.NamedTemporaryFile(  # noqa: SIM115 - the worker writes to it
         prefix="agentops-bench-worker-", suffix=".log", delete=False
     )
-    worker = _start_worker(queue=queue, model_url=server.url, log_file=log_file)
+    worker = _start_worker(
+        queue=queue, model_url=server.url, log_file=log_file, probe_key=probe_key
+    )
+    probe = redis_client()
     team = None
     try:
         owner, _ = get_user_model().objects.get_or_create(username="agentops-bench")
@@ -139,46 +162,71 @@ def bench_overhead(options, log):
             model=DEFAULT_MODEL,
             system_prompt="Answer briefly.",
             max_tokens=256,
+            # The tool the simulator calls on each turn; with no allowlisted host it answers
+            # with an error result at once, which is all a tool round needs here.
+            tools=[{"name": "http_fetch", "permission": "allow"}],
         )
-        task = "Summarise the benchmark plan. [sim:pause_turn]"
+        task = f"Summarise the benchmark plan. [sim:steps={steps_per_run}]"
         log(f"overhead: warming up the worker (log: {log_file.name})")
-        warm = _wait(run_start(agent=agent, input=task, actor=owner), timeout_s=60)
+        warm = _wait(
+            run_start(agent=agent, input=task, actor=owner, max_turns=steps_per_run),
+            timeout_s=120,
+        )
         if warm.status != RunStatus.SUCCEEDED:
             raise CommandError(f"the warm-up run ended {warm.status}: {warm.error}")
+        probe.delete(probe_key)
         measured = []
         for number in range(runs_wanted):
-            run = _wait(run_start(agent=agent, input=task, actor=owner), timeout_s=60)
+            run = _wait(
+                run_start(agent=agent, input=task, actor=owner, max_turns=steps_per_run),
+                timeout_s=120,
+            )
             if run.status != RunStatus.SUCCEEDED:
                 raise CommandError(f"run {number + 1} ended {run.status}: {run.error}")
-            measured.append(run.pk)
-        overheads, calls, queued, executing = [], [], [], []
-        steps = (
-            Run.objects.get(pk=pk).steps.filter(kind=StepKind.MODEL_CALL, attempts=1)
-            for pk in measured
-        )
-        for run_steps in steps:
-            for step in run_steps:
-                wall_ms = (step.finished_at - step.enqueued_at).total_seconds() * 1000
-                overheads.append(wall_ms - latency_ms)
-                calls.append(step.latency_ms)
-                queued.append((step.claimed_at - step.enqueued_at).total_seconds() * 1000)
-                executing.append(
-                    (step.finished_at - step.claimed_at).total_seconds() * 1000 - latency_ms
+            if run.model_calls != steps_per_run:
+                raise CommandError(
+                    f"run {number + 1} made {run.model_calls} model calls, not {steps_per_run}"
                 )
+            measured.append(run.pk)
+        # The worker pushes a step's record just after the task returns.
+        time.sleep(0.2)
+        probes = {}
+        for raw in probe.lrange(probe_key, 0, -1):
+            record = json.loads(raw)
+            probes[record["step"]] = record
+        overheads, queued, end_to_end, calls = [], [], [], []
+        steps = _model_steps(measured)
+        for step in steps:
+            record = probes.get(step.pk)
+            if record is None:
+                raise CommandError(f"no worker timing for step {step.pk}")
+            wall_ms = (record["returned"] - record["started"]) * 1000
+            overheads.append(wall_ms - latency_ms)
+            enqueued = step.enqueued_at.timestamp()
+            queued.append((record["started"] - enqueued) * 1000)
+            end_to_end.append((record["returned"] - enqueued) * 1000 - latency_ms)
+            calls.append(step.latency_ms)
         log(f"overhead: {len(overheads)} model steps measured")
         p95 = _percentile(overheads, 0.95)
         return {
             "runs": len(measured),
+            "steps_per_run": steps_per_run,
             "steps": len(overheads),
             "latency_ms": latency_ms,
-            "p50_ms": round(statistics.median(overheads), 2),
-            "p95_ms": round(p95, 2),
+            "overhead_is": (
+                "worker starts the step task -> its result and the next step's enqueue are "
+                "committed and sent, minus the simulated latency"
+            ),
+            "p50_ms": _ms(overheads),
+            "p95_ms": _ms(overheads, 0.95),
             "max_ms": round(max(overheads), 2),
+            "queue_is": "step enqueued (committed) -> worker starts the task (broker hop)",
+            "queue_p50_ms": _ms(queued),
+            "queue_p95_ms": _ms(queued, 0.95),
+            "enqueued_to_returned_is": "step enqueued -> task returned, minus the latency",
+            "enqueued_to_returned_p50_ms": _ms(end_to_end),
+            "enqueued_to_returned_p95_ms": _ms(end_to_end, 0.95),
             "call_p50_ms": statistics.median(calls),
-            # Where the overhead goes: enqueued -> claimed (commit, publish, broker, pickup),
-            # and claimed -> finished minus the latency (client, HTTP, checkpoint).
-            "queue_p50_ms": round(statistics.median(queued), 2),
-            "execute_p50_ms": round(statistics.median(executing), 2),
             "target_p95_ms": TARGET_P95_MS,
             "meets_target": p95 <= TARGET_P95_MS,
             "database": connection.vendor,
@@ -192,7 +240,14 @@ def bench_overhead(options, log):
             worker.kill()
         log_file.close()
         server.stop()
+        probe.delete(probe_key)
         if team is not None:
             # The benchmark's rows are scaffolding, not history: remove them.
             Run.objects.filter(team=team).delete()
             team.delete()
+
+
+def _model_steps(run_ids):
+    return Step.objects.filter(run_id__in=run_ids, kind=StepKind.MODEL_CALL, attempts=1).order_by(
+        "run_id", "sequence"
+    )

@@ -10,7 +10,9 @@ counter.
 
 import contextvars
 import logging
+import threading
 import time
+from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -220,6 +222,33 @@ def model_context(thread):
                 hook_tools.add(tool["name"])
         extra_request.update(context.request)
     return system, tools, extra_request, hook_tools
+
+
+# A thread's model context costs a few queries (its tools, workflow, memory) and is the same
+# for every call of the thread (the hooks promise it), so a worker keeps the latest threads'
+# contexts for a while instead of rebuilding them for each of a long run's steps.
+MODEL_CONTEXT_TTL_S = 60.0
+MODEL_CONTEXT_CACHE_SIZE = 2048
+_model_contexts = OrderedDict()
+_model_contexts_lock = threading.Lock()
+
+
+def _thread_model_context(thread):
+    """model_context(thread), from this process's cache while it is fresh."""
+    now = time.monotonic()
+    with _model_contexts_lock:
+        cached = _model_contexts.get(thread.pk)
+    if cached is not None and cached[0] > now:
+        system, tools, extra_request, hook_tools = cached[1]
+        return system, list(tools), dict(extra_request), set(hook_tools)
+    context = model_context(thread)
+    with _model_contexts_lock:
+        _model_contexts[thread.pk] = (now + MODEL_CONTEXT_TTL_S, context)
+        _model_contexts.move_to_end(thread.pk)
+        while len(_model_contexts) > MODEL_CONTEXT_CACHE_SIZE:
+            _model_contexts.popitem(last=False)
+    system, tools, extra_request, hook_tools = context
+    return system, list(tools), dict(extra_request), set(hook_tools)
 
 
 # --- queueing ---------------------------------------------------------------------------------
@@ -467,7 +496,7 @@ def _execute_model_step(step):
     if handler is not None:
         _execute_role_model_step(step, handler)
         return
-    system, tools, extra_request, _ = model_context(thread)
+    system, tools, extra_request, _ = _thread_model_context(thread)
     messages = thread.messages
     step.request = {
         "model": version.model,
@@ -489,7 +518,7 @@ def _execute_model_step(step):
             temperature=version.temperature,
             thinking_budget=version.thinking_budget,
             step_id=step.pk,
-            agent_id=run.agent_id,
+            agent_id=version.agent_id,  # a sub-agent's calls count for its own agent
             usage_label=f"run {run.pk}",
         )
     except (TransientModelError, *INFRASTRUCTURE_ERRORS) as error:
@@ -558,7 +587,7 @@ def _execute_tool_step(step):
     started = time.monotonic()
     # A tool a capability offered this thread is not in the version's list: no version
     # governs it.
-    offered_by_hook = step.tool_name in model_context(thread)[3]
+    offered_by_hook = step.tool_name in _thread_model_context(thread)[3]
     outcome = execute_tool(
         team=step.run.team,
         version=None if offered_by_hook else thread.agent_version,

@@ -154,10 +154,17 @@ def run_compare(request):
     form = CompareForm(request.GET or None)
     pair = []
     if form.is_valid():
-        queryset = Run.objects.select_related("agent", "agent_version")
-        pair = [
-            get_for_team(request, queryset, pk=form.cleaned_data["a"]),
-            get_for_team(request, queryset, pk=form.cleaned_data["b"]),
-        ]
+        # A number typed into the form that is not one of the team's runs is a field error,
+        # not a 404 page: the reader stays on the form.
+        runs = (
+            team_queryset(request, Run)
+            .select_related("agent", "agent_version")
+            .in_bulk([form.cleaned_data["a"], form.cleaned_data["b"]])
+        )
+        for field in ("a", "b"):
+            if form.cleaned_data[field] not in runs:
+                form.add_error(field, f"There is no run #{form.cleaned_data[field]} in this team.")
+        if form.is_valid():
+            pair = [runs[form.cleaned_data["a"]], runs[form.cleaned_data["b"]]]
     status = 400 if request.GET and not form.is_valid() else 200
     return render(request, "runs/compare.html", {"form": form, "pair": pair}, status=status)

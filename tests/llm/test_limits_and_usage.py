@@ -201,3 +201,12 @@ def test_model_call_records_feed_the_usage_page(alice_client, team_a, sim):
     assert (requests["capacity"], requests["available"]) == (2, 1)
     assert requests["server_remaining"] != ""
     assert result.cost_usd > 0
+
+
+def test_saving_or_deleting_a_limit_forgets_the_cached_call_settings(team_a, alice):
+    services.call_settings(team_a, MODEL)
+    RateLimit.objects.create(team=team_a, model="", rpm=3, itpm=4, otpm=5)
+    row = services.rate_limit_save(team=team_a, actor=alice, model=MODEL, rpm=6, itpm=7, otpm=8)
+    assert services.call_settings(team_a, MODEL)[1] == Limits(6, 7, 8)
+    services.rate_limit_delete(rate_limit=row, actor=alice)
+    assert services.call_settings(team_a, MODEL)[1] == Limits(3, 4, 5)

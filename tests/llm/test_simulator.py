@@ -347,3 +347,31 @@ def test_invalid_request_is_a_400(client):
 def test_core_raises_for_invalid_body():
     with pytest.raises(SimulatorRequestError):
         simulate_messages({"model": MODEL, "messages": [{"role": "user", "content": "x"}]})
+
+
+def test_steps_marker_calls_a_tool_each_turn_until_n_minus_one_rounds(client):
+    messages = [{"role": "user", "content": "Summarise the plan. [sim:steps=3]"}]
+    stops = []
+    for _ in range(5):
+        reply = client.messages.create(
+            model=MODEL, max_tokens=1024, tools=[SEARCH_TOOL], messages=messages
+        )
+        stops.append(reply.stop_reason)
+        if reply.stop_reason != "tool_use":
+            break
+        [call] = [block for block in reply.content if block.type == "tool_use"]
+        assert call.name == "search"
+        messages += [
+            {"role": "assistant", "content": reply.content},
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "ok"}],
+            },
+        ]
+    assert stops == ["tool_use", "tool_use", "end_turn"]
+    assert "[sim:steps" not in reply.content[0].text
+
+
+def test_steps_marker_without_tools_just_answers(client):
+    reply = ask(client, "Summarise the plan. [sim:steps=3]")
+    assert reply.stop_reason == "end_turn"

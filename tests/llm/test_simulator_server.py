@@ -194,3 +194,42 @@ def test_management_command_serves_for_a_duration(capsys):
 def test_management_command_rejects_unknown_faults():
     with pytest.raises(CommandError, match="unknown fault"):
         call_command("simulator", port=0, duration=0.1, faults="429,explode")
+
+
+def test_rate_limit_is_taken_when_the_request_arrives_not_after_its_latency(serve):
+    import threading
+    import time
+
+    # A long latency: the request is still being answered while the bucket is looked at.
+    server = serve(rpm=5, latency_ms=5_000)
+    outcome = []
+
+    def call():
+        with sdk(server) as client:
+            try:
+                create(client)
+                outcome.append("answered")
+            except anthropic.APIConnectionError:
+                outcome.append("dropped")  # the server stopped during the latency
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    deadline = time.monotonic() + 4
+    remaining = "5"
+    while remaining == "5" and time.monotonic() < deadline:
+        time.sleep(0.02)
+        remaining = server.app.limiter.snapshot()["anthropic-ratelimit-requests-remaining"]
+    assert remaining == "4"
+    assert caller.is_alive()  # admitted, and still within its latency
+    server.stop()
+    caller.join(timeout=10)
+    assert outcome == ["dropped"]
+
+
+def test_a_429_is_answered_without_the_latency(serve):
+    server = serve(rpm=1, latency_ms=3_000)
+    server.app.limiter.admit(input_tokens=1, max_tokens=1)  # the minute's one request is used
+    with sdk(server) as client, pytest.raises(anthropic.RateLimitError):
+        client.with_options(timeout=2.0).messages.create(
+            model=MODEL, max_tokens=16, messages=MESSAGES
+        )

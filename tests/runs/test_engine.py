@@ -5,6 +5,8 @@ from decimal import Decimal
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
@@ -490,3 +492,31 @@ def test_a_redis_outage_around_the_call_is_retried(make_agent, drain, sim, alice
     run = drain(services.run_start(agent=make_agent(), input="Say hi.", actor=alice))
     assert run.status == RunStatus.SUCCEEDED, run.error
     assert _model_steps(run)[0].attempts == 2 and run.retries == 1
+
+
+def test_sim_steps_marker_gives_a_run_of_exactly_n_model_calls(
+    make_agent, drain, sim, alice, tool_calls
+):
+    agent = make_agent(tools=_tools("get_weather"))
+    run = services.run_start(
+        agent=agent, input="Report on the weather. [sim:steps=5]", actor=alice, max_turns=5
+    )
+    run = drain(run)
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    stops = [step.stop_reason for step in _model_steps(run)]
+    assert stops == ["tool_use"] * 4 + ["end_turn"]
+    assert len(_tool_steps(run)) == 4
+
+
+def test_a_threads_model_context_is_read_once_for_its_steps(
+    make_agent, drain, sim, alice, tool_calls
+):
+    agent = make_agent(tools=_tools("get_weather"))
+    run = services.run_start(
+        agent=agent, input="Report on the weather. [sim:steps=4]", actor=alice, max_turns=4
+    )
+    with CaptureQueriesContext(connection) as queries:
+        run = drain(run)
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    memory_reads = [q for q in queries.captured_queries if "memory_storeattachment" in q["sql"]]
+    assert len(memory_reads) == 1  # the first model call only, not each of the four

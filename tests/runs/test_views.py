@@ -273,8 +273,15 @@ def test_compare_empty_and_invalid(bob_client):
     assert bob_client.get(reverse("runs:compare"), {"a": "x"}).status_code == 400
 
 
-def test_compare_with_another_teams_run_is_404(charlie_client, run, charlie, make_agent):
+def test_compare_with_another_teams_run_is_the_same_as_no_run(
+    charlie_client, run, charlie, make_agent
+):
     own = make_agent(name="Charlie's", team=charlie.memberships.get().team, actor=charlie)
     mine = services.run_start(agent=own, input="hi", actor=charlie)
     response = charlie_client.get(reverse("runs:compare"), {"a": mine.pk, "b": run.pk})
-    assert response.status_code == 404
+    assert response.status_code == 400
+    assert f"There is no run #{run.pk} in this team." in response.text
+    assert run.input not in response.text
+    missing = charlie_client.get(reverse("runs:compare"), {"a": mine.pk, "b": 999999})
+    assert missing.status_code == 400
+    assert "There is no run #999999 in this team." in missing.text

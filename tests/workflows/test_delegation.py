@@ -1,3 +1,6 @@
+from django.db.models import Count
+
+from agentops.llm.models import ModelCallRecord
 from agentops.runs.models import RunStatus, RunTrigger, Step, StepStatus, ThreadStatus
 from agentops.workflows.models import Delegation, DelegationStatus, WorkflowMode
 from agentops.workflows.services import thread_cancel, workflow_run_start
@@ -38,6 +41,16 @@ def test_fan_out_gives_every_specialist_the_input(make_workflow, sim, drain):
     lead = _lead_thread(run)
     # One model call: the synthesis; the fan-out itself was not a model decision.
     assert lead.steps.filter(kind="model_call").count() == 1
+    # Usage counts each specialist's calls for that specialist, not for the lead.
+
+    by_agent = {
+        name: count
+        for name, count in ModelCallRecord.objects.filter(label=f"run {run.pk}")
+        .values_list("agent__name")
+        .annotate(count=Count("id"))
+    }
+    specialists = {d.roster_entry.agent.name for d in Delegation.objects.filter(run=run)}
+    assert by_agent == {run.agent.name: 1, **{name: 1 for name in specialists}}
 
 
 def test_a_failing_child_returns_an_error_result_and_the_lead_decides(

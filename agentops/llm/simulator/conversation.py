@@ -10,6 +10,9 @@ from .tokens import canonical_json
 
 MARKER_RE = re.compile(r"\[sim:([a-z_]+)\]")
 MARKERS = ("refusal", "pause_turn", "max_tokens", "stop_sequence", "context_window")
+# `[sim:steps=N]` in the first user message: the worker role calls an offered tool on each
+# turn until N - 1 tool rounds are done, then answers, so the run makes N model calls.
+STEPS_RE = re.compile(r"\[sim:steps=(\d{1,4})\]")
 URL_RE = re.compile(r"https?://[^\s<>\"')\]]+")
 
 
@@ -60,6 +63,8 @@ class Conversation:
     # Tool results in the last user message, paired with the calls they answer.
     tool_results: list[ToolResult] = field(default_factory=list)
     markers: frozenset = frozenset()
+    steps_wanted: int = 0  # from [sim:steps=N]; 0 when absent
+    tool_rounds: int = 0  # assistant turns so far that called a tool
     continues_assistant: bool = False
     digest: str = ""
 
@@ -273,7 +278,7 @@ def parse_request(body, *, seed: int = 0) -> Conversation:
     task_text = ""
     for message in reversed(messages):
         if message["role"] == "user" and text_of(blocks_of(message)):
-            task_text = MARKER_RE.sub("", text_of(blocks_of(message))).strip()
+            task_text = STEPS_RE.sub("", MARKER_RE.sub("", text_of(blocks_of(message)))).strip()
             break
 
     last = messages[-1]
@@ -295,6 +300,15 @@ def parse_request(body, *, seed: int = 0) -> Conversation:
     last_user_text = text_of(blocks_of(last)) if last["role"] == "user" else ""
     markers = frozenset(m for m in MARKER_RE.findall(last_user_text) if m in MARKERS)
 
+    first_user = next((m for m in messages if m["role"] == "user"), None)
+    steps_match = STEPS_RE.search(text_of(blocks_of(first_user))) if first_user else None
+    tool_rounds = sum(
+        1
+        for message in messages
+        if message["role"] == "assistant"
+        and any(block.get("type") == "tool_use" for block in blocks_of(message))
+    )
+
     # The wording depends on the conversation and seed, not on the output limit, so a
     # truncated answer is a prefix of the full one.
     content = {k: v for k, v in body.items() if k not in ("max_tokens", "metadata", "stream")}
@@ -313,6 +327,8 @@ def parse_request(body, *, seed: int = 0) -> Conversation:
         task_text=task_text,
         tool_results=tool_results,
         markers=markers,
+        steps_wanted=int(steps_match.group(1)) if steps_match else 0,
+        tool_rounds=tool_rounds,
         continues_assistant=last["role"] == "assistant",
         digest=digest,
     )

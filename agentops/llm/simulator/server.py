@@ -60,6 +60,9 @@ class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
+    # The stdlib's listen backlog of 5 drops the SYNs of a burst of new connections (a
+    # fan-out of 50 children connecting at once); the kernel retries them only after 1 s.
+    request_queue_size = 256
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -111,9 +114,6 @@ class _Handler(BaseHTTPRequestHandler):
         step = headers.get(STEP_HEADER)
         index = sim._next_index()
         delay_ms = latency_for(sim.options, index)
-        if delay_ms and sim._stopping.wait(delay_ms / 1000):
-            self._drop()
-            return
         fault = scheduled_fault(
             seed=sim.options.seed,
             index=index,
@@ -122,15 +122,24 @@ class _Handler(BaseHTTPRequestHandler):
         )
         base_headers = {"request-id": new_request_id(), LATENCY_HEADER: str(delay_ms)}
         if fault is not None:
+            if delay_ms and sim._stopping.wait(delay_ms / 1000):
+                self._drop()
+                return
             sim.stats.record(path=path, step=step, status=fault.response_status, fault=fault.name)
             self._serve_fault(sim, fault, base_headers)
             return
+        # The API checks its rate limits when a request arrives; the latency is the time it
+        # then takes to answer. So the answer (and the admission) is decided first, and a
+        # refusal goes back at once, as a real 429 does.
         try:
             answer = sim.app.handle(self.command, path, query, body, headers)
         except Exception as exc:
             # A simulator bug must look like a server error, not a silently closed socket.
             log.exception("simulator failed on %s %s", self.command, path)
             answer = ApiResponse(500, {"content-type": JSON}, error_body(500, f"simulator: {exc}"))
+        if answer.status != 429 and delay_ms and sim._stopping.wait(delay_ms / 1000):
+            self._drop()
+            return
         sim.stats.record(path=path, step=step, status=answer.status, fault=None)
         self._send(answer.status, {**answer.headers, **base_headers}, answer.body)
 

@@ -41,6 +41,9 @@ class WorkerRole:
 
     def respond(self, conversation: Conversation) -> Reply:
         thinking = self._thinking(conversation)
+        long_run = self._long_run_call(conversation)
+        if long_run:
+            return Reply(thinking=thinking, blocks=long_run)
         if conversation.tool_results and conversation.tool_choice_type in ("auto", "none"):
             return Reply(thinking=thinking, blocks=[self._text(self._use_results(conversation))])
         calls, problems = self._tool_calls(conversation)
@@ -51,6 +54,26 @@ class WorkerRole:
                 blocks.append(self._text(f"I'll use {names} to answer this."))
             return Reply(thinking=thinking, blocks=blocks + calls)
         return Reply(thinking=thinking, blocks=[self._text(self._answer(conversation, problems))])
+
+    def _long_run_call(self, conversation: Conversation) -> list:
+        """With [sim:steps=N], one call of the first offered tool per turn until N - 1 tool
+        rounds are done (a deterministic long run, e.g. for the overhead benchmark)."""
+        wanted = conversation.steps_wanted
+        if (
+            not wanted
+            or not conversation.tools
+            or conversation.tool_choice_type == "none"
+            or conversation.continues_assistant
+            or conversation.tool_rounds >= wanted - 1
+        ):
+            return []
+        tool = conversation.tools[0]
+        arguments = build_tool_input(tool.get("input_schema"), self._hints(conversation)) or {}
+        round_number = conversation.tool_rounds + 1
+        return [
+            self._text(f"Step {round_number} of {wanted - 1}: I'll use `{tool['name']}`."),
+            {"type": "tool_use", "name": tool["name"], "input": arguments},
+        ]
 
     @staticmethod
     def _text(text: str) -> dict:
