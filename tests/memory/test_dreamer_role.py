@@ -30,7 +30,7 @@ Feedback (evaluation 7, needs_revision): Always quote the order number in the an
 def _dream(text, seed=0):
     return simulate_messages(
         {
-            "model": "claude-sonnet-4-5",
+            "model": "claude-sonnet-4-6",
             "max_tokens": 4096,
             "system": "You curate memories.",
             "messages": [{"role": "user", "content": text}],

@@ -34,7 +34,7 @@ def make_agent(team_a, alice):
             team=team or team_a,
             actor=actor or alice,
             name=name,
-            model="claude-sonnet-4-5",
+            model="claude-sonnet-4-6",
             system_prompt=prompt or f"You are {name}.",
             max_tokens=max_tokens,
             tools=list(tools),
