@@ -15,8 +15,10 @@ Every request a tool makes (http_fetch, webhook tools) goes through `guarded_req
   resolving, connecting, redirects and reading.
 """
 
+import functools
 import ipaddress
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit, urlunsplit
@@ -32,6 +34,16 @@ USER_AGENT = "agentops-tools/1"
 # Certificate verification for https: the system's trust store. Tests put an SSLContext
 # that trusts their own certificate authority here.
 TLS_VERIFY = True
+
+
+@functools.cache
+def _system_tls_context():
+    # Loading the trust store takes tens of milliseconds; one context serves every call.
+    return ssl.create_default_context()
+
+
+def _tls_verify():
+    return _system_tls_context() if TLS_VERIFY is True else TLS_VERIFY
 
 
 class Refused(Exception):
@@ -215,7 +227,7 @@ def guarded_request(
     deadline = time.monotonic() + timeout_s
     entries = list(HostAllowlistEntry.objects.filter(team=team))
     # trust_env=False: no proxy from the environment may carry the request elsewhere.
-    with httpx2.Client(follow_redirects=False, trust_env=False, verify=TLS_VERIFY) as client:
+    with httpx2.Client(follow_redirects=False, trust_env=False, verify=_tls_verify()) as client:
         for _hop in range(MAX_REDIRECTS + 1):
             target = check_url(team, url, entries)
             try:
