@@ -928,10 +928,7 @@ def _stop_thread_for_limit(step, message):
         run, thread, locked = _lock_for_checkpoint(step)
         if locked is None:
             return
-        locked.status = StepStatus.CANCELLED
-        locked.error = f"Not executed: {message}"
-        locked.finished_at = timezone.now()
-        locked.save()
+        _cancel_unexecuted(locked, message)
         if not run.is_active or thread.status in FINISHED_THREAD_STATUSES:
             return
         if thread.parent_id is None:
@@ -946,12 +943,16 @@ def _stop_for_budget(step, message):
         run, thread, locked = _lock_for_checkpoint(step)
         if locked is None:
             return
-        locked.status = StepStatus.CANCELLED
-        locked.error = f"Not executed: {message}"
-        locked.finished_at = timezone.now()
-        locked.save()
+        _cancel_unexecuted(locked, message)
         if run.is_active:
             _end_run(run, RunStatus.BUDGET_REACHED, error=message)
+
+
+def _cancel_unexecuted(step, message):
+    step.status = StepStatus.CANCELLED
+    step.error = f"Not executed: {message}"
+    step.finished_at = timezone.now()
+    step.save()
 
 
 # --- recovery ---------------------------------------------------------------------------------

@@ -1,13 +1,13 @@
 import contextlib
 import sys
-import time
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from agentops.agents.models import Agent
 from agentops.runs import services
-from agentops.runs.models import Run, RunStatus, RunTrigger
+from agentops.runs.commands import one_by_slug, wait_for_end
+from agentops.runs.models import RunStatus, RunTrigger
 
 
 class Command(BaseCommand):
@@ -34,30 +34,21 @@ class Command(BaseCommand):
         parser.add_argument("--rubric", help="Slug of a rubric of the agent's team to grade by.")
 
     def handle(self, *args, agent_slug, input, team, wait, inline, timeout, **options):  # noqa: A002
-        agents = Agent.objects.filter(slug=agent_slug, archived_at__isnull=True)
-        if team:
-            agents = agents.filter(team__slug=team)
-        found = list(agents.select_related("team", "current_version")[:2])
-        if not found:
-            raise CommandError(f"No agent with the slug {agent_slug!r}.")
-        if len(found) > 1:
-            raise CommandError(f"Several teams have an agent {agent_slug!r}; name one with --team.")
+        agent = one_by_slug(Agent.objects.all(), slug=agent_slug, team=team, noun="agent")
         rubric = None
         if options.get("rubric"):
             from agentops.outcomes.models import Rubric
 
             rubric = Rubric.objects.filter(
-                team=found[0].team, slug=options["rubric"], archived_at__isnull=True
+                team=agent.team, slug=options["rubric"], archived_at__isnull=True
             ).first()
             if rubric is None:
-                raise CommandError(
-                    f"No rubric {options['rubric']!r} in team {found[0].team.slug!r}."
-                )
+                raise CommandError(f"No rubric {options['rubric']!r} in team {agent.team.slug!r}.")
         start_inline = services.inline_execution() if inline else contextlib.nullcontext()
         try:
             with start_inline:
                 start_kwargs = {
-                    "agent": found[0],
+                    "agent": agent,
                     "input": input,
                     "actor": None,
                     "trigger": RunTrigger.COMMAND,
@@ -74,18 +65,17 @@ class Command(BaseCommand):
             raise CommandError(" ".join(error.messages)) from None
         self.stdout.write(str(run.pk))
         self.stdout.flush()
-        if inline:
-            run = services.run_execute_inline(run=run)
-        elif not wait:
+        if not (wait or inline):
             return
-        deadline = time.monotonic() + timeout
-        told_about_approval = False
-        while run.is_active and time.monotonic() < deadline:
-            if run.status == RunStatus.AWAITING_APPROVAL and not told_about_approval:
-                self.stderr.write("The run is waiting for a tool approval in the browser.")
-                told_about_approval = True
-            time.sleep(0.25)
-            run = services.run_execute_inline(run=run) if inline else Run.objects.get(pk=run.pk)
+        run = wait_for_end(
+            run,
+            inline=inline,
+            timeout=timeout,
+            max_steps=500,
+            on_awaiting_approval=lambda: self.stderr.write(
+                "The run is waiting for a tool approval in the browser."
+            ),
+        )
         if run.is_active:
             self.stdout.write(f"{run.status} (still active after {timeout:g} s)")
             sys.exit(2)

@@ -1,11 +1,10 @@
 import sys
-import time
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from agentops.runs import services as engine
-from agentops.runs.models import Run, RunStatus, RunTrigger
+from agentops.runs.commands import one_by_slug, wait_for_end
+from agentops.runs.models import RunStatus, RunTrigger
 from agentops.workflows.models import Delegation, Workflow
 from agentops.workflows.services import workflow_run_start
 
@@ -29,34 +28,18 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=float, default=600, help="Seconds to wait at most.")
 
     def handle(self, *args, workflow_slug, input, team, wait, inline, timeout, **options):  # noqa: A002
-        workflows = Workflow.objects.filter(slug=workflow_slug, archived_at__isnull=True)
-        if team:
-            workflows = workflows.filter(team__slug=team)
-        found = list(workflows.select_related("team", "current_version")[:2])
-        if not found:
-            raise CommandError(f"No workflow with the slug {workflow_slug!r}.")
-        if len(found) > 1:
-            raise CommandError(
-                f"Several teams have a workflow {workflow_slug!r}; name one with --team."
-            )
+        workflow = one_by_slug(
+            Workflow.objects.all(), slug=workflow_slug, team=team, noun="workflow"
+        )
         try:
-            run = workflow_run_start(workflow=found[0], input=input, trigger=RunTrigger.COMMAND)
+            run = workflow_run_start(workflow=workflow, input=input, trigger=RunTrigger.COMMAND)
         except ValidationError as error:
             raise CommandError(" ".join(error.messages)) from None
         self.stdout.write(str(run.pk))
         self.stdout.flush()
-        if inline:
-            run = engine.run_execute_inline(run=run, max_steps=5000)
-        elif not wait:
+        if not (wait or inline):
             return
-        deadline = time.monotonic() + timeout
-        while run.is_active and time.monotonic() < deadline:
-            time.sleep(0.25)
-            run = (
-                engine.run_execute_inline(run=run, max_steps=5000)
-                if inline
-                else Run.objects.get(pk=run.pk)
-            )
+        run = wait_for_end(run, inline=inline, timeout=timeout, max_steps=5000)
         if run.is_active:
             self.stdout.write(f"{run.status} (still active after {timeout:g} s)")
             sys.exit(2)
