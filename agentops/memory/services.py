@@ -726,11 +726,14 @@ def dream_changes_decide_all(*, dream, actor, approve, auto=False):
 
 @transaction.atomic
 def memory_use_link_evaluation(*, run, evaluation):
-    """Record that `evaluation` graded `run`'s output, so the stores the run was given (or
-    held out from) count it in their efficacy figures. The outcome loop calls this when it
-    grades a run. Returns how many store uses were linked."""
+    """Record that `evaluation` graded `run`'s output (its graded thread's, when it has one),
+    so the stores that thread was given (or held out from) count it in their efficacy
+    figures. The outcome loop calls this when it grades. Returns how many uses were linked."""
     from .models import MemoryUse
 
     if evaluation.team_id != run.team_id:
         raise ValidationError("The evaluation belongs to another team.")
-    return MemoryUse.objects.filter(run=run).update(evaluation=evaluation)
+    uses = MemoryUse.objects.filter(run=run)
+    if evaluation.thread_id is not None:  # a workflow specialist's grade is its own
+        uses = uses.filter(thread_id=evaluation.thread_id)
+    return uses.update(evaluation=evaluation)

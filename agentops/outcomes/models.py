@@ -61,6 +61,14 @@ class EvaluationStatus(models.TextChoices):
     FINISHED = "finished", "Finished"
 
 
+class RubricQuerySet(models.QuerySet):
+    def gradable(self, team):
+        """The rubrics `team`'s runs and threads may be graded by: not archived, saved."""
+        return self.filter(
+            team=team, archived_at__isnull=True, current_version__isnull=False
+        ).order_by("name")
+
+
 class Rubric(models.Model):
     """A named rubric of a team. What it grades by lives in immutable RubricVersion rows."""
 
@@ -77,6 +85,8 @@ class Rubric(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = RubricQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]
@@ -221,9 +231,18 @@ class Evaluation(models.Model):
         RubricVersion, on_delete=models.PROTECT, related_name="evaluations"
     )
     task = models.TextField()
-    # The run whose output this grades, when the outcome loop runs inside the run engine.
+    # The run whose final output this grades, when the outcome loop runs inside the run engine.
     run = models.OneToOneField(
         "runs.Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="evaluation"
+    )
+    # The thread whose output this grades: the run's lead thread, or a workflow specialist's
+    # thread (then `run` is empty: a run's evaluation is the one of its final output).
+    thread = models.OneToOneField(
+        "runs.Thread",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="evaluation",
     )
     agent = models.ForeignKey(
         "agents.Agent", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

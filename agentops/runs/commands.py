@@ -22,6 +22,20 @@ def one_by_slug(queryset, *, slug, team, noun):
     return found[0]
 
 
+def rubric_by_slug(team, slug):
+    """The team's gradable rubric with this slug, or a CommandError."""
+    from agentops.outcomes.models import Rubric
+
+    rubric = Rubric.objects.gradable(team).filter(slug=slug).first()
+    if rubric is None:
+        raise CommandError(f"No rubric {slug!r} in team {team.slug!r}.")
+    return rubric
+
+
+def verdict_line(evaluation):
+    return f"verdict: {evaluation.verdict or 'none'} ({evaluation.status})"
+
+
 def wait_for_end(run, *, inline, timeout, max_steps, on_awaiting_approval=None):
     """Poll (or, inline, execute) the run until it ends or `timeout` seconds pass."""
 

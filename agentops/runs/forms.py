@@ -49,9 +49,7 @@ class RunStartForm(forms.Form):
         super().__init__(*args, **kwargs)
         from agentops.outcomes.models import Rubric
 
-        self.fields["rubric"].queryset = Rubric.objects.filter(
-            team=team, archived_at__isnull=True, current_version__isnull=False
-        ).order_by("name")
+        self.fields["rubric"].queryset = Rubric.objects.gradable(team)
 
     def clean_input(self):
         text = self.cleaned_data["input"].strip()

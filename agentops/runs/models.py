@@ -131,6 +131,11 @@ class Thread(models.Model):
         "agents.AgentVersion", on_delete=models.PROTECT, related_name="+"
     )
     role = models.CharField(max_length=10, choices=ThreadRole.choices, default=ThreadRole.LEAD)
+    # A grader thread's worker: the thread whose output it grades (a run's lead, or a
+    # specialist of a workflow whose roster gives it a rubric).
+    graded_thread = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="grader_threads"
+    )
     status = models.CharField(
         max_length=20, choices=ThreadStatus.choices, default=ThreadStatus.ACTIVE
     )

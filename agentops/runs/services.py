@@ -102,10 +102,10 @@ CHILD_FINISHED_HOOKS = []
 FINISHED_THREAD_STATUSES = (ThreadStatus.SUCCEEDED, ThreadStatus.FAILED, ThreadStatus.CANCELLED)
 
 # --- extension points for threads with a role of their own (agentops.outcomes' grader) ----------
-# fn(run=, thread=, output=) -> True when it keeps the run going after its lead thread answered
-# (the hook then owns what happens next, e.g. grading the output). Called inside the locked
-# transaction that records the lead's final answer.
-LEAD_ANSWERED_HOOKS = []
+# fn(run=, thread=, output=) -> True when it keeps the thread going after it answered (the hook
+# then owns what happens next, e.g. grading the output, and ends it with thread_finish). Called
+# for a run's lead and for sub-agents, inside the locked transaction that records the answer.
+THREAD_ANSWERED_HOOKS = []
 
 
 @dataclass(frozen=True)
@@ -125,10 +125,11 @@ class ThreadRoleHandler:
 THREAD_ROLE_HANDLERS = {}
 
 
-def lead_thread_finish(*, run, thread, output):
-    """Finish a run's locked lead thread with `output` (ends the run as succeeded unless a
-    LEAD_ANSWERED_HOOKS hook keeps it going). The caller saves run and thread."""
-    _finish_thread(run, thread, output=output)
+def thread_finish(*, run, thread, output):
+    """Finish a locked thread with its accepted `output`, without asking the
+    THREAD_ANSWERED_HOOKS again: a lead ends its run as succeeded, a sub-agent answers its
+    parent. The caller saves run and thread."""
+    _finish_thread(run, thread, output=output, accepted=True)
 
 
 def thread_tools(thread):
@@ -178,6 +179,16 @@ def child_thread_end(*, run, thread, outcome, text=""):
         for hook in CHILDREN_FINISHED_HOOKS:
             hook(parent=parent)
     parent.save()
+
+
+def threads_stop(threads, *, status, reason):
+    """End `threads` (of a locked run) without asking any hook, and cancel their steps not
+    yet executed (one a worker is executing now is recorded but continues nothing)."""
+    ids = list(threads.values_list("pk", flat=True))
+    Thread.objects.filter(pk__in=ids).update(status=status)
+    Step.objects.filter(thread_id__in=ids, status__in=OPEN_STEP_STATUSES).update(
+        status=StepStatus.CANCELLED, finished_at=timezone.now(), error=f"Not executed: {reason}."
+    )
 
 
 @dataclass(frozen=True)
@@ -791,15 +802,17 @@ def _record_tool_result(run, thread, step, *, content, is_error, latency_ms):
     _new_step(thread=thread, kind=StepKind.MODEL_CALL, turn=thread.turns + 1)
 
 
-def _finish_thread(run, thread, *, output):
-    thread.status = ThreadStatus.SUCCEEDED
+def _finish_thread(run, thread, *, output, accepted=False):
     thread.output = output
     if thread.parent_id is None:
         run.output = output
-        # A hook may keep the run going after its answer (grading it against a rubric).
-        if any([hook(run=run, thread=thread, output=output) for hook in LEAD_ANSWERED_HOOKS]):
-            thread.status = ThreadStatus.ACTIVE  # it may be asked to answer again
-            return
+    # A hook may keep the thread going after its answer (grading it against a rubric).
+    if not accepted and any(
+        [hook(run=run, thread=thread, output=output) for hook in THREAD_ANSWERED_HOOKS]
+    ):
+        return  # still active: it may be asked to answer again
+    if thread.parent_id is None:
+        thread.status = ThreadStatus.SUCCEEDED
         _end_run(run, RunStatus.SUCCEEDED)
         return
     child_thread_end(run=run, thread=thread, outcome="succeeded", text=output)

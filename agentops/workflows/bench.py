@@ -268,7 +268,7 @@ def bench_fanout(options, log):
             )
         finally:
             server.stop()
-        lead_calls = run.threads.get(parent=None).steps.filter(kind="model_call").count()
+        lead_calls = run.threads.get(role="lead").steps.filter(kind="model_call").count()
         critical_path = (lead_calls + 1) * latency_s
         result.update(
             {

@@ -16,6 +16,8 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from agentops.agents.tools import ToolFailure, ToolSpec, register, registry
+from agentops.outcomes.loop import thread_grade
+from agentops.outcomes.models import Evaluation, Verdict
 from agentops.runs import services as engine
 from agentops.runs.models import (
     RunStatus,
@@ -74,7 +76,9 @@ def thread_depth(thread):
 
 
 def roster_of(version):
-    return list(version.roster.select_related("agent", "pinned_version", "agent__current_version"))
+    return list(
+        version.roster.select_related("agent", "pinned_version", "agent__current_version", "rubric")
+    )
 
 
 def delegate_tool_param(version):
@@ -136,6 +140,11 @@ def _refusal(workflow_run, step, roster_by_key, *, depth, started):
         )
     if entry.agent.is_archived:
         return f"The specialist {key} is archived and cannot take sub-tasks."
+    if entry.rubric is not None and entry.rubric.is_archived:
+        return (
+            f"The specialist {key}'s rubric {entry.rubric.name} is archived, so its answers "
+            "cannot be graded; the workflow needs a new version."
+        )
     if not str(tool_input.get("task") or "").strip():
         return "Give the specialist a task."
     if started >= version.max_children:
@@ -193,6 +202,9 @@ def delegations_start(*, run, thread, steps):
         )
         for (step, entry, task), child in zip(accepted, children, strict=True)
     )
+    for (_, entry, task), child in zip(accepted, children, strict=True):
+        if entry.rubric is not None:
+            thread_grade(thread=child, rubric=entry.rubric, task=task)
     thread.pending_children += len(delegations)
     thread.status = ThreadStatus.WAITING_CHILDREN
     start_waiting_children(run=run, version=workflow_run.version, fresh=delegations)
@@ -245,7 +257,10 @@ def delegation_finished(*, run, parent, child, outcome, text):
     delegation.save(update_fields=["status", "finished_at", "started_at", "error"])
     step = delegation.step
     if outcome == "succeeded":
-        content, is_error = text or "(The specialist returned no text.)", False
+        content, is_error = (
+            (text or "(The specialist returned no text.)") + _grade_note(child),
+            False,
+        )
     else:
         name = delegation.roster_entry.key
         content, is_error = f"The specialist {name} {OUTCOME_WORDS[outcome]}: {text}", True
@@ -258,6 +273,27 @@ def delegation_finished(*, run, parent, child, outcome, text):
     workflow_run = _workflow_run(run.pk)
     if workflow_run is not None and run.is_active:
         start_waiting_children(run=run, version=workflow_run.version)
+
+
+def _grade_note(child):
+    """What the lead should know about a graded answer that did not satisfy its rubric."""
+    evaluation = (
+        Evaluation.objects.filter(thread_id=child.pk)
+        .select_related("rubric_version__rubric")
+        .first()
+    )
+    if evaluation is None or evaluation.verdict in ("", Verdict.SATISFIED):
+        return ""
+    rubric = evaluation.rubric_version.rubric.name
+    if evaluation.verdict == Verdict.GRADER_ERROR:
+        return f"\n\n(Note: this answer could not be graded against the rubric {rubric}.)"
+    score = evaluation.weighted_score
+    shown = f", scoring {score * 100:.0f}%" if score is not None else ""
+    return (
+        f"\n\n(Note: this answer did not satisfy the rubric {rubric} after "
+        f"{evaluation.iterations_count} attempt(s){shown}: "
+        f"{evaluation.get_verdict_display().lower()}.)"
+    )
 
 
 def delegations_close(*, run):

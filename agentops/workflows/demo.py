@@ -1,8 +1,12 @@
 """A demo workflow with a finished run (executed in this process against the in-process
 simulator) and a weekly schedule. Idempotent: make run calls it on every start."""
 
+from decimal import Decimal
+
 from agentops.agents.models import Agent
 from agentops.agents.services import agent_create
+from agentops.outcomes.models import Rubric
+from agentops.outcomes.services import rubric_create
 from agentops.runs.models import RunTrigger
 from agentops.runs.services import run_execute_inline
 
@@ -21,6 +25,31 @@ ROLES = {
     "Risk reviewer": "Finds legal, technical and reputational risks.",
     "Copy editor": "Checks the announcement text for clarity.",
 }
+# The risk reviewer's answers are graded (and revised) before the lead gets them.
+RISK_RUBRIC = {
+    "name": "Risk list quality",
+    "description": "A list of risks a launch team can act on.",
+    "pass_threshold": Decimal("0.8"),
+    "max_iterations": 3,
+    "grader_model": "claude-haiku-4-5",
+    "criteria": [
+        {
+            "name": "Severity",
+            "guidance": "Each risk says how likely and how bad it is; the worst come first.",
+            "weight": Decimal("2"),
+            "scale_max": 5,
+            "minimum": 3,
+        },
+        {
+            "name": "Mitigation",
+            "guidance": "Each serious risk has a concrete way to reduce it.",
+            "weight": Decimal("1"),
+            "scale_max": 5,
+            "minimum": None,
+        },
+    ],
+}
+GRADED_SPECIALIST = "Risk reviewer"
 WORKFLOW = "Launch review"
 INPUT = "Review our plan to launch a team plan at $12 per seat next month."
 
@@ -43,6 +72,9 @@ def seed_demo_data(*, team, owner, reviewer):
     agents = {
         name: _agent(team, owner, name, tokens, prompt) for name, tokens, prompt in DEMO_AGENTS
     }
+    rubric = Rubric.objects.filter(team=team, name=RISK_RUBRIC["name"]).first()
+    if rubric is None:
+        rubric = rubric_create(team=team, actor=owner, **RISK_RUBRIC)
     workflow = Workflow.objects.filter(team=team, name=WORKFLOW).first()
     if workflow is None:
         workflow = workflow_create(
@@ -50,10 +82,14 @@ def seed_demo_data(*, team, owner, reviewer):
             actor=owner,
             name=WORKFLOW,
             description="A lead splits a launch plan between three specialists and combines "
-            "their answers.",
+            "their answers; the risk reviewer's list is graded before the lead sees it.",
             lead_agent=agents["Launch lead"],
             roster=[
-                Specialist(agent=agents[name], role_description=role)
+                Specialist(
+                    agent=agents[name],
+                    role_description=role,
+                    rubric=rubric if name == GRADED_SPECIALIST else None,
+                )
                 for name, role in ROLES.items()
             ],
             max_parallel=3,

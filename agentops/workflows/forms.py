@@ -4,6 +4,7 @@ from django import forms
 from django.db.models import Q
 
 from agentops.agents.models import Agent, AgentVersion
+from agentops.outcomes.models import Rubric
 
 from .models import (
     LIMIT_RANGES,
@@ -72,12 +73,21 @@ class WorkflowForm(forms.Form):
         label="Token budget per sub-agent",
         help_text="A sub-agent past it stops and its delegation returns an error.",
     )
+    rubric = forms.ModelChoiceField(
+        queryset=Rubric.objects.none(),
+        required=False,
+        empty_label="No grading",
+        label="Rubric for the final result",
+        help_text="A grader scores the lead's answer against it and the lead revises until it "
+        "passes or the rubric's iteration cap is reached.",
+    )
 
     def __init__(self, *args, team, **kwargs):
         super().__init__(*args, **kwargs)
         # Other teams' agents are not offered; a forged id is "not one of the choices".
         self.fields["lead_agent"].queryset = _team_agents(team)
         self.fields["lead_pinned_version"].queryset = _team_versions(team)
+        self.fields["rubric"].queryset = Rubric.objects.gradable(team)
         for field, (low, high) in LIMIT_RANGES.items():
             self.fields[field].validators.append(_range_validator(low, high))
             self.fields[field].widget.attrs.update({"min": low, "max": high})
@@ -110,11 +120,19 @@ class RosterEntryForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 2}),
         label="Role (the lead reads this)",
     )
+    rubric = forms.ModelChoiceField(
+        queryset=Rubric.objects.none(),
+        required=False,
+        empty_label="No grading",
+        label="Rubric",
+        help_text="The specialist revises until its answer passes, before the lead gets it.",
+    )
 
     def __init__(self, *args, team, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["agent"].queryset = _team_agents(team)
         self.fields["pinned_version"].queryset = _team_versions(team)
+        self.fields["rubric"].queryset = Rubric.objects.gradable(team)
 
     def clean(self):
         data = super().clean()
@@ -150,6 +168,7 @@ class BaseRosterFormSet(forms.BaseFormSet):
                 agent=form.cleaned_data["agent"],
                 pinned_version=form.cleaned_data.get("pinned_version"),
                 role_description=form.cleaned_data["role_description"],
+                rubric=form.cleaned_data.get("rubric"),
             )
             for form in self.forms
             if form.cleaned_data
@@ -169,6 +188,7 @@ def roster_initial(version):
             "agent": entry.agent_id,
             "pinned_version": entry.pinned_version_id,
             "role_description": entry.role_description,
+            "rubric": entry.rubric_id,
         }
         for entry in version.roster.all()
     ]
@@ -187,6 +207,7 @@ def workflow_initial(version):
         "budget_tokens": version.budget_tokens,
         "budget_cost_usd": version.budget_cost_usd,
         "child_budget_tokens": version.child_budget_tokens,
+        "rubric": version.rubric_id,
     }
 
 
@@ -249,8 +270,9 @@ class ScheduleForm(forms.Form):
         queryset=None,
         required=False,
         empty_label="No grading",
-        help_text="Agents only: grade each run against this rubric (the agent revises until it "
-        "passes or the rubric's iteration cap).",
+        help_text="Grade each run's final output against this rubric (it is revised until it "
+        "passes or the rubric's iteration cap). For a workflow it replaces the workflow's own "
+        "final-result rubric.",
     )
     kind = forms.ChoiceField(choices=ScheduleKind.choices, initial=ScheduleKind.CRON)
     cron = forms.CharField(
@@ -269,18 +291,12 @@ class ScheduleForm(forms.Form):
             team=team, archived_at__isnull=True
         )
         self.fields["agent"].queryset = _team_agents(team)
-        from agentops.outcomes.models import Rubric
-
-        self.fields["rubric"].queryset = Rubric.objects.filter(
-            team=team, archived_at__isnull=True, current_version__isnull=False
-        ).order_by("name")
+        self.fields["rubric"].queryset = Rubric.objects.gradable(team)
 
     def clean(self):
         data = super().clean()
         if bool(data.get("workflow")) == bool(data.get("agent")):
             self.add_error("workflow", "Choose either a workflow or an agent (not both).")
-        if data.get("rubric") and data.get("workflow"):
-            self.add_error("rubric", "Only an agent's runs can be graded by a rubric.")
         kind = data.get("kind")
         if kind == ScheduleKind.CRON:
             problem = cron_errors(data.get("cron", ""))

@@ -77,6 +77,10 @@ class WorkflowVersion(models.Model):
     budget_cost_usd = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
     # Each sub-agent stops (and its delegation returns an error) past this many tokens.
     child_budget_tokens = models.PositiveBigIntegerField(null=True, blank=True)
+    # The lead's final answer is graded against it, and revised until it passes.
+    rubric = models.ForeignKey(
+        "outcomes.Rubric", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -104,7 +108,7 @@ class WorkflowVersion(models.Model):
         return {
             "name": self.name,
             "description": self.description,
-            "lead": _agent_ref(self.lead_agent, self.lead_pinned_version),
+            "lead": agent_ref(self.lead_agent, self.lead_pinned_version),
             "mode": self.mode,
             "max_parallel": self.max_parallel,
             "max_children": self.max_children,
@@ -114,12 +118,17 @@ class WorkflowVersion(models.Model):
             if self.budget_cost_usd is not None
             else None,
             "child_budget_tokens": self.child_budget_tokens,
+            "rubric": rubric_ref(self.rubric),
             "roster": [entry.snapshot() for entry in self.roster.all()],
         }
 
 
-def _agent_ref(agent, pinned):
+def agent_ref(agent, pinned):
     return f"{agent.slug}@v{pinned.number}" if pinned else f"{agent.slug}@latest"
+
+
+def rubric_ref(rubric):
+    return rubric.slug if rubric is not None else None
 
 
 class RosterEntry(models.Model):
@@ -135,6 +144,11 @@ class RosterEntry(models.Model):
         "agents.AgentVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     role_description = models.TextField()
+    # The specialist's answer is graded against it and revised until it passes, before it
+    # goes back to the lead.
+    rubric = models.ForeignKey(
+        "outcomes.Rubric", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
 
     class Meta:
         ordering = ["workflow_version", "position", "id"]
@@ -158,8 +172,9 @@ class RosterEntry(models.Model):
 
     def snapshot(self):
         return {
-            "agent": _agent_ref(self.agent, self.pinned_version),
+            "agent": agent_ref(self.agent, self.pinned_version),
             "role": self.role_description,
+            "rubric": rubric_ref(self.rubric),
         }
 
 

@@ -14,6 +14,7 @@ from django.utils.text import slugify
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 from django_celery_beat.validators import crontab_validator
 
+from agentops.outcomes.loop import run_start_graded, thread_grade
 from agentops.runs import services as engine
 from agentops.runs.models import Run, RunTrigger, StepKind, StepStatus, Thread, ThreadRole
 from agentops.teams.services import audit_record
@@ -31,6 +32,8 @@ from .models import (
     WorkflowMode,
     WorkflowRun,
     WorkflowVersion,
+    agent_ref,
+    rubric_ref,
 )
 
 
@@ -41,6 +44,7 @@ class Specialist:
     agent: object
     role_description: str
     pinned_version: object = None
+    rubric: object = None
 
 
 def _check_agent(team, agent, pinned, field):
@@ -50,6 +54,19 @@ def _check_agent(team, agent, pinned, field):
         raise ValidationError({field: f"That pinned version is not a version of {agent.name}."})
     if pinned is None and agent.current_version_id is None:
         raise ValidationError({field: f"{agent.name} has no saved version yet."})
+
+
+def _check_rubric(team, rubric, whose):
+    """Why `rubric` may not grade `whose` answers, or ""."""
+    if rubric is None:
+        return ""
+    if rubric.team_id != team.pk:
+        return "Choose a rubric of this team."
+    if rubric.is_archived:
+        return f"The rubric {rubric.name} is archived; {whose} cannot be graded by it."
+    if rubric.current_version_id is None:
+        return f"The rubric {rubric.name} has no saved version yet."
+    return ""
 
 
 def _validated(team, values):
@@ -95,6 +112,9 @@ def _validated(team, values):
             errors.setdefault("roster", []).append(
                 f"Describe {specialist.agent.name}'s role: the lead reads it to choose."
             )
+        problem = _check_rubric(team, specialist.rubric, f"{specialist.agent.name}'s answers")
+        if problem:
+            errors.setdefault("roster", []).append(problem)
     if not roster:
         errors["roster"] = "Add at least one specialist to the roster."
     if values.get("mode") == WorkflowMode.FAN_OUT and roster:
@@ -103,6 +123,9 @@ def _validated(team, values):
             errors["max_children"] = (
                 f"A fan-out starts one sub-agent per specialist: allow at least {len(roster)}."
             )
+    problem = _check_rubric(team, values.get("rubric"), "the final result")
+    if problem:
+        errors["rubric"] = problem
     if errors:
         raise ValidationError(errors)
     return {
@@ -117,6 +140,7 @@ def _validated(team, values):
         "budget_tokens": values.get("budget_tokens"),
         "budget_cost_usd": values.get("budget_cost_usd"),
         "child_budget_tokens": values.get("child_budget_tokens"),
+        "rubric": values.get("rubric"),
         "roster": roster,
     }
 
@@ -128,7 +152,7 @@ def _comparable(values):
     return {
         "name": values["name"],
         "description": values["description"],
-        "lead": f"{lead.slug}@v{pinned.number}" if pinned else f"{lead.slug}@latest",
+        "lead": agent_ref(lead, pinned),
         "mode": values["mode"],
         "max_parallel": values["max_parallel"],
         "max_children": values["max_children"],
@@ -136,14 +160,12 @@ def _comparable(values):
         "budget_tokens": values["budget_tokens"],
         "budget_cost_usd": str(cost) if cost is not None else None,
         "child_budget_tokens": values["child_budget_tokens"],
+        "rubric": rubric_ref(values["rubric"]),
         "roster": [
             {
-                "agent": (
-                    f"{s.agent.slug}@v{s.pinned_version.number}"
-                    if s.pinned_version
-                    else f"{s.agent.slug}@latest"
-                ),
+                "agent": agent_ref(s.agent, s.pinned_version),
                 "role": s.role_description.strip(),
+                "rubric": rubric_ref(s.rubric),
             }
             for s in values["roster"]
         ],
@@ -180,6 +202,7 @@ def _new_version(workflow, actor, values):
             agent=specialist.agent,
             pinned_version=specialist.pinned_version,
             role_description=specialist.role_description.strip(),
+            rubric=specialist.rubric,
         )
         for position, specialist in enumerate(values["roster"])
     )
@@ -203,8 +226,10 @@ def workflow_create(
     budget_tokens=None,
     budget_cost_usd=None,
     child_budget_tokens=None,
+    rubric=None,
 ):
-    """A new workflow with its first version. `roster` is a list of Specialist."""
+    """A new workflow with its first version. `roster` is a list of Specialist; `rubric`
+    grades the final result."""
     values = _validated(team, locals())
     _ensure_unique_name(team, values["name"])
     workflow = Workflow.objects.create(
@@ -244,6 +269,7 @@ def workflow_update(
     budget_tokens=None,
     budget_cost_usd=None,
     child_budget_tokens=None,
+    rubric=None,
 ):
     """Save a new version if anything changed; the new WorkflowVersion, or None."""
     workflow = Workflow.objects.select_for_update().get(pk=workflow.pk)
@@ -373,13 +399,9 @@ def _schedule_values(team, values):
     if not (values.get("input") or "").strip():
         errors["input"] = "Give the runs some input text."
     rubric = values.get("rubric")
-    if rubric is not None:
-        if workflow is not None:
-            errors["rubric"] = "Only an agent's runs can be graded by a rubric."
-        elif rubric.team_id != team.pk:
-            errors["rubric"] = "Choose a rubric of this team."
-        elif rubric.is_archived:
-            errors["rubric"] = f"The rubric {rubric.name} is archived."
+    problem = _check_rubric(team, rubric, "the runs")
+    if problem:
+        errors["rubric"] = problem
     kind = values.get("kind")
     cron = " ".join((values.get("cron") or "").split())
     every = values.get("every_minutes")
@@ -615,10 +637,18 @@ def schedule_next_run(schedule, *, now=None):
 # --- workflow runs ----------------------------------------------------------------------------
 
 
-def workflow_run_start(*, workflow, input, actor=None, trigger=RunTrigger.BROWSER):  # noqa: A002
+def workflow_run_start(
+    *,
+    workflow,
+    input,  # noqa: A002
+    actor=None,
+    trigger=RunTrigger.BROWSER,
+    rubric=None,
+):
     """Start a run of the workflow's current version. In delegate mode the lead's first model
     call is queued; in fan-out mode every specialist gets the input at once and the lead's
-    first call synthesizes their results. Returns the Run."""
+    first call synthesizes their results. The final result is graded against `rubric` (a
+    schedule's), else the version's own rubric, if either is set. Returns the Run."""
     workflow = Workflow.objects.select_related("current_version__lead_agent").get(pk=workflow.pk)
     version = workflow.current_version
     if workflow.is_archived:
@@ -651,6 +681,9 @@ def workflow_run_start(*, workflow, input, actor=None, trigger=RunTrigger.BROWSE
             role=ThreadRole.LEAD,
             messages=[{"role": "user", "content": input}],
         )
+        final_rubric = rubric or version.rubric
+        if final_rubric is not None:
+            thread_grade(thread=thread, rubric=final_rubric, actor=actor)
         if version.mode == WorkflowMode.FAN_OUT:
             _fan_out(run, thread, version, input)
         else:
@@ -702,6 +735,10 @@ def _fan_out(run, thread, version, input):  # noqa: A002
 def thread_cancel(*, thread, actor):
     """Cancel one thread: the lead cancels the whole run (its tree); a sub-agent ends with
     an error result to its parent, after its own sub-agents."""
+    if thread.role == ThreadRole.GRADER:
+        raise ValidationError(
+            "A grader stops with the thread it grades: cancel that thread (or the run) instead."
+        )
     if thread.parent_id is None:
         return engine.run_cancel(run=thread.run, actor=actor)
     who = actor.get_username() if actor else "the system"
@@ -774,10 +811,9 @@ def schedule_fire(*, schedule_id):
                         workflow=schedule.workflow,
                         input=schedule.input,
                         trigger=RunTrigger.SCHEDULE,
+                        rubric=schedule.rubric,
                     )
                 elif schedule.rubric_id:
-                    from agentops.outcomes.loop import run_start_graded
-
                     run = run_start_graded(
                         rubric=schedule.rubric,
                         agent=schedule.agent,

@@ -5,6 +5,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from agentops.outcomes.models import Evaluation
 from agentops.pagination import paginate
 from agentops.runs.models import Run, StepKind, Thread
 from agentops.teams.access import get_for_team, require_editor, require_viewer, team_queryset
@@ -36,7 +37,8 @@ def workflow_list(request):
             "current_version", "current_version__lead_agent"
         )
     ).annotate(specialists=Count("current_version__roster"))
-    page = paginate(request, workflows)
+    # A GROUP BY query ignores Meta.ordering: pages need an explicit order.
+    page = paginate(request, workflows.order_by("name", "pk"))
     template = "workflows/list.html#workflows" if request.htmx else "workflows/list.html"
     return render(request, template, {"form": form, "page": page})
 
@@ -133,7 +135,9 @@ def _compare(request, versions):
 def workflow_detail(request, pk):
     workflow = get_for_team(
         request,
-        Workflow.objects.select_related("current_version", "current_version__lead_agent"),
+        Workflow.objects.select_related(
+            "current_version", "current_version__lead_agent", "current_version__rubric"
+        ),
         pk=pk,
     )
     versions = list(
@@ -151,7 +155,9 @@ def workflow_detail(request, pk):
         "workflow": workflow,
         "version": workflow.current_version,
         "roster": (
-            list(workflow.current_version.roster.select_related("agent", "pinned_version"))
+            list(
+                workflow.current_version.roster.select_related("agent", "pinned_version", "rubric")
+            )
             if workflow.current_version
             else []
         ),
@@ -171,10 +177,12 @@ def workflow_detail(request, pk):
 def workflow_version(request, pk, number):
     workflow = get_for_team(request, Workflow, pk=pk)
     version = get_object_or_404(
-        workflow.versions.select_related("created_by", "lead_agent", "lead_pinned_version"),
+        workflow.versions.select_related(
+            "created_by", "lead_agent", "lead_pinned_version", "rubric"
+        ),
         number=number,
     )
-    roster = version.roster.select_related("agent", "pinned_version")
+    roster = version.roster.select_related("agent", "pinned_version", "rubric")
     return render(
         request,
         "workflows/version.html",
@@ -223,11 +231,12 @@ def workflow_run_start(request, pk):
 
 
 def _thread_rows(run):
-    """The run's threads depth-first, each with its agent, totals and timing, and where its
-    bar sits on the run's timeline (0..1000)."""
+    """The run's threads depth-first, each with its agent, totals, grade and timing, and
+    where its bar sits on the run's timeline (0..1000). A grader sits under the thread it
+    grades."""
     threads = list(
         Thread.objects.filter(run=run)
-        .select_related("agent_version__agent")
+        .select_related("agent_version__agent", "evaluation")
         .annotate(
             tokens_in=Sum("steps__input_tokens", filter=Q(steps__kind=StepKind.MODEL_CALL)),
             tokens_out=Sum("steps__output_tokens", filter=Q(steps__kind=StepKind.MODEL_CALL)),
@@ -248,7 +257,7 @@ def _thread_rows(run):
     span = max((finish - origin).total_seconds(), 0.001) if origin else 1
     children = {}
     for thread in threads:
-        children.setdefault(thread.parent_id, []).append(thread)
+        children.setdefault(thread.parent_id or thread.graded_thread_id, []).append(thread)
     rows = []
 
     def visit(thread, depth):
@@ -265,6 +274,7 @@ def _thread_rows(run):
                 "thread": thread,
                 "depth": min(depth, 5),
                 "delegation": delegation,
+                "evaluation": getattr(thread, "evaluation", None),
                 "duration_s": (end - begin).total_seconds() if begin and end else None,
                 "bar": bar,
             }
@@ -321,7 +331,8 @@ def _max_overlap(rows):
 def thread_detail(request, pk, thread_pk):
     run = _workflow_run_for(request, pk)
     thread = get_object_or_404(
-        run.threads.select_related("agent_version__agent", "parent"), pk=thread_pk
+        run.threads.select_related("agent_version__agent", "parent", "graded_thread"),
+        pk=thread_pk,
     )
     steps = thread.steps.select_related("decision_by").order_by("sequence")
     delegation = (
@@ -337,6 +348,9 @@ def thread_detail(request, pk, thread_pk):
         "delegation": delegation,
         "children": children,
         "depth": thread_depth(thread),
+        "evaluation": Evaluation.objects.filter(thread_id=thread.graded_thread_id or thread.pk)
+        .select_related("rubric_version__rubric")
+        .first(),
     }
     return render(request, "workflows/thread.html", context)
 

@@ -18,6 +18,4 @@ def team_rubrics(team):
     """The rubrics a run of `team` may be graded by: not archived, with a version."""
     from agentops.outcomes.models import Rubric
 
-    return Rubric.objects.filter(
-        team=team, archived_at__isnull=True, current_version__isnull=False
-    ).order_by("name")
+    return Rubric.objects.gradable(team)

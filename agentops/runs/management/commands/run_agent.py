@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from agentops.agents.models import Agent
 from agentops.runs import services
-from agentops.runs.commands import one_by_slug, wait_for_end
+from agentops.runs.commands import one_by_slug, rubric_by_slug, verdict_line, wait_for_end
 from agentops.runs.models import RunStatus, RunTrigger
 
 
@@ -35,15 +35,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, agent_slug, input, team, wait, inline, timeout, **options):  # noqa: A002
         agent = one_by_slug(Agent.objects.all(), slug=agent_slug, team=team, noun="agent")
-        rubric = None
-        if options.get("rubric"):
-            from agentops.outcomes.models import Rubric
-
-            rubric = Rubric.objects.filter(
-                team=agent.team, slug=options["rubric"], archived_at__isnull=True
-            ).first()
-            if rubric is None:
-                raise CommandError(f"No rubric {options['rubric']!r} in team {agent.team.slug!r}.")
+        rubric = rubric_by_slug(agent.team, options["rubric"]) if options.get("rubric") else None
         start_inline = services.inline_execution() if inline else contextlib.nullcontext()
         try:
             with start_inline:
@@ -88,6 +80,6 @@ class Command(BaseCommand):
             sys.exit(1)
         if rubric is not None:
             evaluation = run.evaluation
-            self.stdout.write(f"verdict: {evaluation.verdict} ({evaluation.status})")
+            self.stdout.write(verdict_line(evaluation))
             if evaluation.verdict != "satisfied":
                 sys.exit(3)

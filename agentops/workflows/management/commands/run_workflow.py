@@ -1,10 +1,12 @@
+import contextlib
 import sys
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from agentops.runs.commands import one_by_slug, wait_for_end
+from agentops.runs.commands import one_by_slug, rubric_by_slug, verdict_line, wait_for_end
 from agentops.runs.models import RunStatus, RunTrigger
+from agentops.runs.services import inline_execution
 from agentops.workflows.models import Delegation, Workflow
 from agentops.workflows.services import workflow_run_start
 
@@ -12,7 +14,10 @@ from agentops.workflows.services import workflow_run_start
 class Command(BaseCommand):
     help = (
         "Start a run of a workflow and print its id. With --wait, wait for it to end, print "
-        "its status, each sub-agent's status and the synthesis, and exit 0 only if it succeeded."
+        "its status, each sub-agent's status (and verdict, when its answers are graded) and the "
+        "synthesis, and exit 0 only if it succeeded. When the final result is graded (the "
+        "workflow's rubric, or --rubric), --wait also prints the verdict and exits 3 when the "
+        "run succeeded but the verdict is not satisfied."
     )
 
     def add_arguments(self, parser):
@@ -26,13 +31,23 @@ class Command(BaseCommand):
             help="Execute the run in this process instead of on Celery workers (implies --wait).",
         )
         parser.add_argument("--timeout", type=float, default=600, help="Seconds to wait at most.")
+        parser.add_argument(
+            "--rubric",
+            help="Slug of a rubric of the workflow's team to grade the final result by, instead "
+            "of the workflow's own.",
+        )
 
     def handle(self, *args, workflow_slug, input, team, wait, inline, timeout, **options):  # noqa: A002
         workflow = one_by_slug(
             Workflow.objects.all(), slug=workflow_slug, team=team, noun="workflow"
         )
+        rubric = rubric_by_slug(workflow.team, options["rubric"]) if options["rubric"] else None
+        start_inline = inline_execution() if inline else contextlib.nullcontext()
         try:
-            run = workflow_run_start(workflow=workflow, input=input, trigger=RunTrigger.COMMAND)
+            with start_inline:
+                run = workflow_run_start(
+                    workflow=workflow, input=input, trigger=RunTrigger.COMMAND, rubric=rubric
+                )
         except ValidationError as error:
             raise CommandError(" ".join(error.messages)) from None
         self.stdout.write(str(run.pk))
@@ -44,11 +59,21 @@ class Command(BaseCommand):
             self.stdout.write(f"{run.status} (still active after {timeout:g} s)")
             sys.exit(2)
         self.stdout.write(run.status)
-        for delegation in Delegation.objects.filter(run=run).select_related("roster_entry__agent"):
-            self.stdout.write(f"  {delegation.roster_entry.key}: {delegation.status}")
+        delegations = Delegation.objects.filter(run=run).select_related(
+            "roster_entry__agent", "child__evaluation"
+        )
+        for delegation in delegations:
+            graded = getattr(delegation.child, "evaluation", None)
+            shown = f" ({verdict_line(graded)})" if graded else ""
+            self.stdout.write(f"  {delegation.roster_entry.key}: {delegation.status}{shown}")
         if run.output:
             self.stdout.write(run.output)
         if run.error:
             self.stderr.write(run.error)
         if run.status != RunStatus.SUCCEEDED:
             sys.exit(1)
+        evaluation = getattr(run, "evaluation", None)
+        if evaluation is not None:
+            self.stdout.write(verdict_line(evaluation))
+            if evaluation.verdict != "satisfied":
+                sys.exit(3)
