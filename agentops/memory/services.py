@@ -734,6 +734,6 @@ def memory_use_link_evaluation(*, run, evaluation):
     if evaluation.team_id != run.team_id:
         raise ValidationError("The evaluation belongs to another team.")
     uses = MemoryUse.objects.filter(run=run)
-    if evaluation.thread_id is not None:  # a workflow specialist's grade is its own
+    if evaluation.thread_id is not None:  # each graded thread (lead or specialist) its own
         uses = uses.filter(thread_id=evaluation.thread_id)
     return uses.update(evaluation=evaluation)

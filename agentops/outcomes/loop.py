@@ -254,15 +254,14 @@ def interrupt_child_evaluation(*, run, parent, child, outcome, text):
     cancelled, over budget) ends its evaluation and stops its grader."""
     if outcome == "succeeded":
         return
-    evaluation = _running_evaluation(child.pk)
-    if evaluation is None:
-        return
-    status = RunStatus.CANCELLED if outcome == "cancelled" else RunStatus.FAILED
-    _interrupt(evaluation, status, f"The sub-agent {outcome.replace('_', ' ')}: {text}")
     graders = Thread.objects.filter(graded_thread=child).exclude(
         status__in=engine.FINISHED_THREAD_STATUSES
     )
     engine.threads_stop(graders, status=ThreadStatus.CANCELLED, reason=f"sub-agent {outcome}")
+    evaluation = _running_evaluation(child.pk)
+    if evaluation is not None:
+        status = RunStatus.CANCELLED if outcome == "cancelled" else RunStatus.FAILED
+        _interrupt(evaluation, status, f"The sub-agent {outcome.replace('_', ' ')}: {text}")
 
 
 GRADER_HANDLER = engine.ThreadRoleHandler(

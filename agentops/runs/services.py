@@ -563,34 +563,19 @@ def _execute_role_model_step(step, handler):
             tool_choice=request.get("tool_choice"),
             max_tokens=request["max_tokens"],
             step_id=step.pk,
-            agent_id=run.agent_id,
+            agent_id=thread.agent_version.agent_id,  # a specialist's grading is its own
             usage_label=f"run {run.pk} {thread.role}",
         )
     except (TransientModelError, *INFRASTRUCTURE_ERRORS) as error:
         if step.attempts < settings.AGENTOPS_STEP_MAX_ATTEMPTS:
             _retry_or_fail(step, error)
         else:
-            _role_step_failed(step, handler, error)
+            _fail(step, f"The model call failed: {error}", error=error)
         return
     except PermanentModelError as error:
-        _role_step_failed(step, handler, error)
+        _fail(step, f"The model call failed: {error}", error=error)
         return
     _record_model_result(step, result)
-
-
-def _role_step_failed(step, handler, error):
-    with transaction.atomic():
-        run, thread, locked = _lock_for_checkpoint(step)
-        if locked is None:
-            return
-        locked.status = StepStatus.FAILED
-        locked.error = f"The model call failed: {error}"
-        locked.finished_at = timezone.now()
-        locked.save()
-        if run.is_active and thread.status not in FINISHED_THREAD_STATUSES:
-            handler.error(run=run, thread=thread, step=locked, error=error)
-            run.save()
-            thread.save()
 
 
 def _execute_tool_step(step):
@@ -849,8 +834,10 @@ def _fail_locked(run, thread, message):
     _end_run(run, RunStatus.FAILED, error=message)
 
 
-def _fail(step, message):
-    """Fail a claimed step and its run."""
+def _fail(step, message, *, error=None):
+    """Fail a claimed step and its thread: a thread with a role of its own (a grader) hands
+    `error` (or the message) to its handler, a sub-agent answers its parent with the error,
+    a lead fails its run."""
     with transaction.atomic():
         run, thread, locked = _lock_for_checkpoint(step)
         if locked is None:
@@ -860,7 +847,11 @@ def _fail(step, message):
         locked.finished_at = timezone.now()
         locked.save()
         if run.is_active and thread.status not in FINISHED_THREAD_STATUSES:
-            _fail_locked(run, thread, message)
+            handler = THREAD_ROLE_HANDLERS.get(thread.role)
+            if handler is not None:
+                handler.error(run=run, thread=thread, step=locked, error=error or message)
+            else:
+                _fail_locked(run, thread, message)
             run.save()
             thread.save()
 

@@ -22,6 +22,23 @@ class AgentVersionChoiceField(forms.ModelChoiceField):
         return f"{obj.agent.name} v{obj.number}"
 
 
+class RubricChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, obj):
+        return f"{obj.name} (archived)" if obj.is_archived else obj.name
+
+
+def _rubric_choices(form, team):
+    """The team's gradable rubrics, plus the one the form already names (a rubric archived
+    since the version was saved): it stays selected, and saving it gets the service's
+    "archived" error instead of the form silently dropping it."""
+    field = form.add_prefix("rubric")
+    named = form.data.get(field) if form.is_bound else form.initial.get("rubric")
+    gradable = Q(archived_at__isnull=True, current_version__isnull=False)
+    if str(named or "").isdigit():
+        gradable |= Q(pk=int(named))
+    return Rubric.objects.filter(gradable, team=team).order_by("name")
+
+
 def _team_agents(team):
     return Agent.objects.filter(team=team, archived_at__isnull=True).order_by("name")
 
@@ -73,7 +90,7 @@ class WorkflowForm(forms.Form):
         label="Token budget per sub-agent",
         help_text="A sub-agent past it stops and its delegation returns an error.",
     )
-    rubric = forms.ModelChoiceField(
+    rubric = RubricChoiceField(
         queryset=Rubric.objects.none(),
         required=False,
         empty_label="No grading",
@@ -87,7 +104,7 @@ class WorkflowForm(forms.Form):
         # Other teams' agents are not offered; a forged id is "not one of the choices".
         self.fields["lead_agent"].queryset = _team_agents(team)
         self.fields["lead_pinned_version"].queryset = _team_versions(team)
-        self.fields["rubric"].queryset = Rubric.objects.gradable(team)
+        self.fields["rubric"].queryset = _rubric_choices(self, team)
         for field, (low, high) in LIMIT_RANGES.items():
             self.fields[field].validators.append(_range_validator(low, high))
             self.fields[field].widget.attrs.update({"min": low, "max": high})
@@ -120,7 +137,7 @@ class RosterEntryForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 2}),
         label="Role (the lead reads this)",
     )
-    rubric = forms.ModelChoiceField(
+    rubric = RubricChoiceField(
         queryset=Rubric.objects.none(),
         required=False,
         empty_label="No grading",
@@ -132,7 +149,7 @@ class RosterEntryForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["agent"].queryset = _team_agents(team)
         self.fields["pinned_version"].queryset = _team_versions(team)
-        self.fields["rubric"].queryset = Rubric.objects.gradable(team)
+        self.fields["rubric"].queryset = _rubric_choices(self, team)
 
     def clean(self):
         data = super().clean()
@@ -266,8 +283,8 @@ class ScheduleForm(forms.Form):
     )
     agent = forms.ModelChoiceField(queryset=Agent.objects.none(), required=False, empty_label="—")
     input = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), label="Input text")
-    rubric = forms.ModelChoiceField(
-        queryset=None,
+    rubric = RubricChoiceField(
+        queryset=Rubric.objects.none(),
         required=False,
         empty_label="No grading",
         help_text="Grade each run's final output against this rubric (it is revised until it "
@@ -291,7 +308,7 @@ class ScheduleForm(forms.Form):
             team=team, archived_at__isnull=True
         )
         self.fields["agent"].queryset = _team_agents(team)
-        self.fields["rubric"].queryset = Rubric.objects.gradable(team)
+        self.fields["rubric"].queryset = _rubric_choices(self, team)
 
     def clean(self):
         data = super().clean()

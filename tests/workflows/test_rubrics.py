@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
+from agentops.llm.models import ModelCallRecord
 from agentops.outcomes import services as outcomes
 from agentops.outcomes.demo import DEMO_RUBRIC
 from agentops.outcomes.loop import run_start_graded
@@ -127,6 +128,9 @@ def test_a_specialist_with_a_rubric_revises_before_the_lead_gets_its_answer(
     ungraded = Delegation.objects.get(run=run, roster_entry__agent=writer)
     assert not Evaluation.objects.filter(thread=ungraded.child).exists()
     assert not Evaluation.objects.filter(run=run).exists()
+    # The specialist's grading is charged to the specialist, as its own calls are.
+    grader_calls = ModelCallRecord.objects.filter(label=f"run {run.pk} grader")
+    assert set(grader_calls.values_list("agent", flat=True)) == {researcher.pk}
     # Iteration usage counts the specialist's own calls only, not the lead's.
     specialist_calls = graded.child.steps.filter(kind=StepKind.MODEL_CALL).count()
     assert specialist_calls == 2
@@ -175,8 +179,9 @@ def test_the_final_result_is_graded_and_the_lead_revises(
     assert evaluation.iterations_count == 2
     assert run.output == evaluation.iterations.get(number=2).output
     lead = _lead(run)
-    assert set(run.threads.filter(role=ThreadRole.GRADER).values_list("graded_thread", flat=True))
-    assert {g.graded_thread_id for g in run.threads.filter(role=ThreadRole.GRADER)} == {lead.pk}
+    graders = run.threads.filter(role=ThreadRole.GRADER)
+    assert graders.count() == 2
+    assert {g.graded_thread_id for g in graders} == {lead.pk}
     # The lead's revision turn carries the grader's feedback.
     assert "needs revision" in lead.messages[-2]["content"]
 
@@ -206,10 +211,17 @@ def test_cancelling_a_specialist_while_it_is_graded_stops_its_grader(
     assert result["is_error"] is True and "was cancelled" in result["content"]
 
 
-def test_a_grader_cannot_be_cancelled_on_its_own(graded_workflow, rubric, sim, alice):
+def test_a_grader_cannot_be_cancelled_on_its_own(graded_workflow, rubric, sim, alice, alice_client):
     run = workflow_run_start(workflow=graded_workflow(rubrics=[rubric]), input=TASK)
     graders = run.threads.filter(role=ThreadRole.GRADER)
     _execute_until(run, graders.exists)
+    grader = graders.get()
+    page = alice_client.get(reverse("workflows:thread", args=[run.pk, grader.pk])).text
+    assert "Cancel" not in page
+    specialist = alice_client.get(
+        reverse("workflows:thread", args=[run.pk, grader.graded_thread_id])
+    ).text
+    assert "Cancel this sub-agent" in specialist
     with pytest.raises(ValidationError, match="cancel that thread"):
         thread_cancel(thread=graders.get(), actor=alice)
     run.refresh_from_db()
@@ -331,7 +343,6 @@ def test_the_editor_saves_rubrics_and_the_pages_show_grades(
     grader = run.threads.filter(role=ThreadRole.GRADER).first()
     page = alice_client.get(reverse("workflows:thread", args=[run.pk, grader.pk])).text
     assert "Grades this thread's answer" in page
-    assert "Cancel" not in page
     review = alice_client.get(reverse("review:evaluation", args=[graded.pk])).text
     assert reverse("workflows:thread", args=[run.pk, graded.thread_id]) in review
     assert charlie_client.get(reverse("review:evaluation", args=[graded.pk])).status_code == 404
@@ -378,3 +389,81 @@ def test_run_workflow_prints_verdicts_and_exits_3_when_not_satisfied(
     assert "verdict:" not in capsys.readouterr().out.split("writer: succeeded")[1]
     with pytest.raises(CommandError, match="No rubric 'nope' in team 'team-a'"):
         call_command("run_workflow", workflow.slug, "--input", TASK, "--rubric", "nope")
+
+
+def test_a_graded_specialist_over_its_budget_ends_its_evaluation(
+    graded_workflow, rubric, specialists, sim, drain
+):
+    # The first answer fits a 1-token budget (it is checked before each call); the revision
+    # the grader asks for does not.
+    workflow = graded_workflow(rubrics=[rubric], mode=WorkflowMode.FAN_OUT)
+    workflow.current_version.child_budget_tokens = 1
+    workflow.current_version.save(update_fields=["child_budget_tokens"])
+    run = drain(workflow_run_start(workflow=workflow, input=TASK))
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    delegation = Delegation.objects.get(run=run)
+    assert delegation.status == DelegationStatus.BUDGET_REACHED
+    evaluation = delegation.child.evaluation
+    assert evaluation.verdict == Verdict.INTERRUPTED
+    assert evaluation.iterations_count == 1
+    assert "budget" in evaluation.error
+    assert _result_for(run, delegation)["is_error"] is True
+
+
+def test_a_workflow_run_over_budget_interrupts_the_final_evaluation(
+    graded_workflow, rubric, sim, drain
+):
+    workflow = graded_workflow(rubrics=[None], final=rubric)
+    workflow.current_version.budget_tokens = 1
+    workflow.current_version.save(update_fields=["budget_tokens"])
+    run = drain(workflow_run_start(workflow=workflow, input=TASK))
+    assert run.status == RunStatus.BUDGET_REACHED
+    run.evaluation.refresh_from_db()
+    assert run.evaluation.verdict == Verdict.INTERRUPTED
+    assert "budget" in run.evaluation.error.lower()
+
+
+def test_a_grader_that_crashes_ends_as_a_grader_error_not_a_failed_run(
+    graded_workflow, rubric, sim, drain, monkeypatch
+):
+    from agentops.outcomes import grading
+
+    def broken(version, grade_input):
+        raise RuntimeError("bug in the grade parser")
+
+    monkeypatch.setattr(grading, "parse_grade", broken)
+    workflow = graded_workflow(rubrics=[rubric], mode=WorkflowMode.FAN_OUT)
+    run = drain(workflow_run_start(workflow=workflow, input=TASK))
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    delegation = Delegation.objects.get(run=run)
+    assert delegation.status == DelegationStatus.SUCCEEDED
+    evaluation = delegation.child.evaluation
+    assert evaluation.verdict == Verdict.GRADER_ERROR
+    assert "bug in the grade parser" in evaluation.error
+    graders = run.threads.filter(role=ThreadRole.GRADER).get()
+    assert graders.steps.filter(status=StepStatus.FAILED).count() == 3
+
+
+def test_editing_a_workflow_keeps_an_archived_rubric_and_refuses_it(
+    alice_client, graded_workflow, rubric, alice
+):
+    workflow = graded_workflow(rubrics=[rubric], final=rubric)
+    outcomes.rubric_set_archived(rubric=rubric, actor=alice, archived=True)
+    url = reverse("workflows:edit", args=[workflow.pk])
+    form = alice_client.get(url).text
+    selected = f'<option value="{rubric.pk}" selected>{rubric.name} (archived)</option>'
+    assert form.count(selected) == 2  # the final result's and the specialist's
+    data = _form_data(workflow.current_version.lead_agent, [], name=workflow.name)
+    data.update(
+        {
+            "rubric": rubric.pk,
+            "roster-TOTAL_FORMS": 1,
+            "roster-0-agent": workflow.current_version.roster.get().agent_id,
+            "roster-0-role_description": "the Researcher.",
+            "roster-0-rubric": rubric.pk,
+        }
+    )
+    response = alice_client.post(url, data)
+    assert response.status_code == 400
+    assert response.text.count("is archived") == 2
+    assert workflow.versions.count() == 1
