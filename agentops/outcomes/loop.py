@@ -264,6 +264,20 @@ def interrupt_child_evaluation(*, run, parent, child, outcome, text):
         _interrupt(evaluation, status, f"The sub-agent {outcome.replace('_', ' ')}: {text}")
 
 
+def grade_rerun(*, original, rerun):
+    """RERUN_HOOKS: a rerun of a graded run is graded by the same rubric (its current
+    version), unless its starter already graded it."""
+    graded = Evaluation.objects.filter(run=original).select_related("rubric_version__rubric")
+    evaluation = graded.first()
+    if evaluation is None or Evaluation.objects.filter(run=rerun).exists():
+        return
+    thread_grade(
+        thread=rerun.threads.get(role=ThreadRole.LEAD),
+        rubric=evaluation.rubric_version.rubric,
+        actor=rerun.created_by,
+    )
+
+
 GRADER_HANDLER = engine.ThreadRoleHandler(
     request=grader_thread_request, result=grader_result, error=grader_failed
 )
@@ -278,3 +292,5 @@ def install():
         engine.RUN_FINISHED_HOOKS.append(interrupt_evaluation)
     if interrupt_child_evaluation not in engine.CHILD_FINISHED_HOOKS:
         engine.CHILD_FINISHED_HOOKS.append(interrupt_child_evaluation)
+    if grade_rerun not in engine.RERUN_HOOKS:
+        engine.RERUN_HOOKS.append(grade_rerun)

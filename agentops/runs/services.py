@@ -100,6 +100,13 @@ THREAD_LIMIT_HOOKS = []
 # "cancelled" or "budget_reached" and text the child's output or its error.
 CHILD_FINISHED_HOOKS = []
 FINISHED_THREAD_STATUSES = (ThreadStatus.SUCCEEDED, ThreadStatus.FAILED, ThreadStatus.CANCELLED)
+# fn(run=, actor=, latest_version=) -> a new Run started like `run` (with rerun_of=run), or
+# None when the hook does not start this kind of run; the first answer wins (a workflow's
+# run is rerun as a run of its workflow).
+RERUN_STARTERS = []
+# fn(original=, rerun=), in the transaction that started a rerun: what else the rerun takes
+# over from the original (its grading).
+RERUN_HOOKS = []
 
 # --- extension points for threads with a role of their own (agentops.outcomes' grader) ----------
 # fn(run=, thread=, output=) -> True when it keeps the thread going after it answered (the hook
@@ -385,20 +392,32 @@ def run_cancel(*, run, actor):
 
 
 def run_rerun(*, run, actor, latest_version=False):
-    """Start a new run with the same input and budgets, on the same or the latest version."""
-    version = run.agent.current_version if latest_version else run.agent_version
-    return run_start(
-        agent=run.agent,
-        input=run.input,
-        actor=actor,
-        version=version,
-        trigger=RunTrigger.RERUN,
-        budget_tokens=run.budget_tokens,
-        budget_cost_usd=run.budget_cost_usd,
-        max_turns=run.max_turns,
-        max_continuations=run.max_continuations,
-        rerun_of=run,
-    )
+    """Start a new run with the same input and budgets, on the same or the latest version:
+    a RERUN_STARTERS hook starts the runs it knows (a workflow's), else a plain agent run;
+    then the RERUN_HOOKS carry over the rest (grading), all in one transaction."""
+    with transaction.atomic():
+        starts = (
+            starter(run=run, actor=actor, latest_version=latest_version)
+            for starter in RERUN_STARTERS
+        )
+        rerun = next((started for started in starts if started is not None), None)
+        if rerun is None:
+            version = run.agent.current_version if latest_version else run.agent_version
+            rerun = run_start(
+                agent=run.agent,
+                input=run.input,
+                actor=actor,
+                version=version,
+                trigger=RunTrigger.RERUN,
+                budget_tokens=run.budget_tokens,
+                budget_cost_usd=run.budget_cost_usd,
+                max_turns=run.max_turns,
+                max_continuations=run.max_continuations,
+                rerun_of=run,
+            )
+        for hook in RERUN_HOOKS:
+            hook(original=run, rerun=rerun)
+    return rerun
 
 
 def step_decide(*, step, actor, approve, message=""):

@@ -366,3 +366,7 @@ def install():
         engine.CHILD_FINISHED_HOOKS.append(delegation_finished)
         engine.RUN_FINISHED_HOOKS.append(delegations_close)
     engine.DEFERRED_TOOLS[DELEGATE] = delegations_start
+    from .services import workflow_rerun
+
+    if workflow_rerun not in engine.RERUN_STARTERS:
+        engine.RERUN_STARTERS.append(workflow_rerun)

@@ -15,6 +15,7 @@ from django_celery_beat.models import CrontabSchedule, IntervalSchedule, Periodi
 from django_celery_beat.validators import crontab_validator
 
 from agentops.outcomes.loop import run_start_graded, thread_grade
+from agentops.outcomes.models import Evaluation
 from agentops.runs import services as engine
 from agentops.runs.models import Run, RunTrigger, StepKind, StepStatus, Thread, ThreadRole
 from agentops.teams.services import audit_record
@@ -644,13 +645,16 @@ def workflow_run_start(
     actor=None,
     trigger=RunTrigger.BROWSER,
     rubric=None,
+    version=None,
+    rerun_of=None,
 ):
-    """Start a run of the workflow's current version. In delegate mode the lead's first model
-    call is queued; in fan-out mode every specialist gets the input at once and the lead's
-    first call synthesizes their results. The final result is graded against `rubric` (a
-    schedule's), else the version's own rubric, if either is set. Returns the Run."""
+    """Start a run of the workflow's current version (or of `version`, for a rerun). In
+    delegate mode the lead's first model call is queued; in fan-out mode every specialist
+    gets the input at once and the lead's first call synthesizes their results. The final
+    result is graded against `rubric` (a schedule's), else the version's own rubric, if
+    either is set. Returns the Run."""
     workflow = Workflow.objects.select_related("current_version__lead_agent").get(pk=workflow.pk)
-    version = workflow.current_version
+    version = version or workflow.current_version
     if workflow.is_archived:
         raise ValidationError("Archived workflows cannot be run.")
     if version is None:
@@ -673,6 +677,7 @@ def workflow_run_start(
             budget_tokens=version.budget_tokens,
             budget_cost_usd=version.budget_cost_usd,
             created_by=actor if getattr(actor, "is_authenticated", False) else None,
+            rerun_of=rerun_of,
         )
         WorkflowRun.objects.create(run=run, workflow=workflow, version=version)
         thread = Thread.objects.create(
@@ -698,6 +703,24 @@ def workflow_run_start(
             after={"workflow": workflow.slug, "version": version.number, "trigger": trigger},
         )
     return run
+
+
+def workflow_rerun(*, run, actor, latest_version):
+    """RERUN_STARTERS: a workflow's run is rerun as a run of its workflow, on the version it
+    ran (or the workflow's latest), graded by the same final-result rubric."""
+    marker = WorkflowRun.objects.select_related("workflow", "version").filter(run=run).first()
+    if marker is None:
+        return None
+    original = Evaluation.objects.filter(run=run).select_related("rubric_version__rubric").first()
+    return workflow_run_start(
+        workflow=marker.workflow,
+        input=run.input,
+        actor=actor,
+        trigger=RunTrigger.RERUN,
+        rubric=original.rubric_version.rubric if original else None,
+        version=None if latest_version else marker.version,
+        rerun_of=run,
+    )
 
 
 def _fan_out(run, thread, version, input):  # noqa: A002

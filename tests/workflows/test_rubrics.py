@@ -467,3 +467,70 @@ def test_editing_a_workflow_keeps_an_archived_rubric_and_refuses_it(
     assert response.status_code == 400
     assert response.text.count("is archived") == 2
     assert workflow.versions.count() == 1
+
+
+# --- reruns -----------------------------------------------------------------------------------
+
+
+def test_a_rerun_of_a_graded_agent_run_is_graded_by_the_same_rubric(
+    make_agent, rubric, alice, sim, drain
+):
+    original = drain(run_start_graded(rubric=rubric, agent=make_agent("Support"), input=TASK))
+    rerun = drain(engine.run_rerun(run=original, actor=alice))
+    assert rerun.rerun_of == original
+    assert rerun.evaluation.rubric_version.rubric == rubric
+    assert rerun.evaluation.created_by == alice
+    assert rerun.evaluation.verdict == Verdict.SATISFIED
+
+
+def test_a_rerun_is_refused_when_its_rubric_was_archived(make_agent, rubric, alice, sim, drain):
+    original = drain(run_start_graded(rubric=rubric, agent=make_agent("Support"), input=TASK))
+    outcomes.rubric_set_archived(rubric=rubric, actor=alice, archived=True)
+    with pytest.raises(ValidationError, match="archived"):
+        engine.run_rerun(run=original, actor=alice)
+    assert not original.reruns.exists()
+
+
+def test_a_rerun_of_a_workflow_run_is_a_run_of_the_workflow(
+    graded_workflow, rubric, strict_rubric, specialists, team_a, alice, sim, drain
+):
+    workflow = graded_workflow(rubrics=[rubric, None], final=rubric)
+    schedule = schedule_create(
+        team=team_a,
+        actor=alice,
+        name="Hourly",
+        workflow=workflow,
+        input=TASK,
+        rubric=strict_rubric,
+        kind="interval",
+        every_minutes=60,
+    )
+    original = drain(schedule_fire(schedule_id=schedule.pk).run)
+    first_version = workflow.current_version
+    roster = [Specialist(agent=specialists[0], role_description="the Researcher.")]
+    values = dict(workflow=workflow, actor=alice, name=workflow.name)
+    workflow_update(roster=roster, lead_agent=first_version.lead_agent, **values)
+
+    same = drain(engine.run_rerun(run=original, actor=alice))
+    assert same.status == RunStatus.SUCCEEDED, same.error
+    assert same.rerun_of == original and same.input == TASK
+    assert same.workflow_run.version == first_version
+    assert Delegation.objects.filter(run=same).count() == 2
+    # The rubric that graded the original's final result (the schedule's) grades it again,
+    # and its specialists keep the rubrics of the version.
+    assert same.evaluation.rubric_version.rubric == strict_rubric
+    assert Evaluation.objects.filter(thread__run=same, run__isnull=True).count() == 1
+
+    latest = drain(engine.run_rerun(run=original, actor=alice, latest_version=True))
+    assert latest.workflow_run.version == workflow.versions.get(number=2)
+    assert Delegation.objects.filter(run=latest).count() == 1
+
+
+def test_rerun_from_the_run_page_keeps_a_workflow_run_a_workflow_run(
+    alice_client, make_workflow, sim, drain
+):
+    original = drain(workflow_run_start(workflow=make_workflow(), input=TASK))
+    response = alice_client.post(reverse("runs:rerun", args=[original.pk]), {"version": "same"})
+    rerun = original.workflow_run.workflow.runs.exclude(run=original).get().run
+    assert response["Location"] == reverse("runs:detail", args=[rerun.pk])
+    assert rerun.rerun_of == original
