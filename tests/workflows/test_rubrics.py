@@ -297,21 +297,26 @@ def test_starting_with_an_archived_final_rubric_is_refused(graded_workflow, rubr
     assert not workflow.runs.exists()
 
 
+def _fired_with_rubric(workflow, rubric, actor):
+    """The run an hourly schedule of `workflow` carrying `rubric` starts when it fires."""
+    schedule = schedule_create(
+        team=workflow.team,
+        actor=actor,
+        name="Hourly",
+        workflow=workflow,
+        input=TASK,
+        rubric=rubric,
+        kind="interval",
+        every_minutes=60,
+    )
+    return schedule_fire(schedule_id=schedule.pk).run
+
+
 def test_a_workflow_schedule_with_a_rubric_grades_the_final_result(
     graded_workflow, rubric, strict_rubric, team_a, alice, sim, drain
 ):
     workflow = graded_workflow(rubrics=[None], final=rubric)
-    schedule = schedule_create(
-        team=team_a,
-        actor=alice,
-        name="Nightly brief",
-        workflow=workflow,
-        input=TASK,
-        rubric=strict_rubric,
-        kind="interval",
-        every_minutes=60,
-    )
-    run = drain(schedule_fire(schedule_id=schedule.pk).run)
+    run = drain(_fired_with_rubric(workflow, strict_rubric, alice))
     assert run.status == RunStatus.SUCCEEDED, run.error
     # The schedule's rubric replaces the workflow's own for the final result.
     assert run.evaluation.rubric_version.rubric == strict_rubric
@@ -495,17 +500,7 @@ def test_a_rerun_of_a_workflow_run_is_a_run_of_the_workflow(
     graded_workflow, rubric, strict_rubric, specialists, team_a, alice, sim, drain
 ):
     workflow = graded_workflow(rubrics=[rubric, None], final=rubric)
-    schedule = schedule_create(
-        team=team_a,
-        actor=alice,
-        name="Hourly",
-        workflow=workflow,
-        input=TASK,
-        rubric=strict_rubric,
-        kind="interval",
-        every_minutes=60,
-    )
-    original = drain(schedule_fire(schedule_id=schedule.pk).run)
+    original = drain(_fired_with_rubric(workflow, strict_rubric, alice))
     first_version = workflow.current_version
     roster = [Specialist(agent=specialists[0], role_description="the Researcher.")]
     values = dict(workflow=workflow, actor=alice, name=workflow.name)
