@@ -31,6 +31,7 @@ from agentops.llm.retry import retry_delay
 from agentops.llm.services import model_call
 from agentops.teams.services import audit_record
 
+from . import rows
 from .models import (
     ApprovalDecision,
     Run,
@@ -284,15 +285,17 @@ def _enqueue(step_id, countdown=0.0):
 
 def _new_step(*, thread, kind, turn, status=StepStatus.QUEUED, countdown=0.0, **fields):
     now = timezone.now()
-    step = Step.objects.create(
-        run_id=thread.run_id,
-        thread=thread,
-        kind=kind,
-        sequence=thread.next_sequence,
-        turn=turn,
-        status=status,
-        enqueued_at=now if status == StepStatus.QUEUED else None,
-        **fields,
+    step = rows.insert_row(
+        Step(
+            run_id=thread.run_id,
+            thread=thread,
+            kind=kind,
+            sequence=thread.next_sequence,
+            turn=turn,
+            status=status,
+            enqueued_at=now if status == StepStatus.QUEUED else None,
+            **fields,
+        )
     )
     thread.next_sequence += 1
     if status == StepStatus.QUEUED:
@@ -436,18 +439,12 @@ def step_execute(*, step_id):
     """Claim and execute one step. Safe to call any number of times for the same id: only a
     call that finds the step queued does anything."""
     now = timezone.now()
-    claimed = Step.objects.filter(pk=step_id, status=StepStatus.QUEUED).update(
-        status=StepStatus.RUNNING,
-        attempts=F("attempts") + 1,
-        claimed_at=now,
-        deadline=now + timedelta(seconds=settings.AGENTOPS_STEP_DEADLINE_S),
-        error="",
+    step = rows.claim_step(
+        step_id, now=now, deadline=now + timedelta(seconds=settings.AGENTOPS_STEP_DEADLINE_S)
     )
-    if not claimed:
+    if step is None:
         return None
-    step = Step.objects.select_related(
-        "run__team__budget", "thread__agent_version__agent__team"
-    ).get(pk=step_id)
+    rows.attach_context(step)  # the run, its team and budget, the thread, its version
     run = step.run
     if step.attempts > settings.AGENTOPS_STEP_MAX_ATTEMPTS:
         _fail(
@@ -606,16 +603,25 @@ def _execute_tool_step(step):
         _record_tool_result(
             run, thread, locked, content=content, is_error=outcome.is_error, latency_ms=latency_ms
         )
-        run.save()
-        thread.save()
+        rows.save_row(run)
+        rows.save_row(thread)
+
+
+def _lock_run_and_thread(step):
+    """Lock a step's run, then its thread. The thread's agent version is pinned (never
+    edited), so the one the step was executed with is reused rather than read again."""
+    run = rows.lock_row(Run, step.run_id)
+    thread = rows.lock_row(Thread, step.thread_id)
+    if "thread" in step._state.fields_cache:
+        thread.agent_version = step.thread.agent_version
+    return run, thread
 
 
 def _lock_for_checkpoint(step):
     """Lock run, thread and step (always in that order). The step is None when this claim
     no longer owns it: the sweeper handed it to another worker, whose result counts."""
-    run = Run.objects.select_for_update().get(pk=step.run_id)
-    thread = Thread.objects.select_for_update().get(pk=step.thread_id)
-    locked = Step.objects.select_for_update().get(pk=step.pk)
+    run, thread = _lock_run_and_thread(step)
+    locked = rows.lock_row(Step, step.pk)
     if locked.status != StepStatus.RUNNING or locked.attempts != step.attempts:
         logger.warning("Discarding a late result for step %s (attempt %s)", step.pk, step.attempts)
         return run, thread, None
@@ -641,13 +647,14 @@ def _record_model_result(step, result):
     step.request_id = result.request_id or ""
     step.finished_at = timezone.now()
     with transaction.atomic():
-        run = Run.objects.select_for_update().get(pk=step.run_id)
-        thread = Thread.objects.select_for_update().get(pk=step.thread_id)
+        run, thread = _lock_run_and_thread(step)
         # Recorded only while this claim still owns the step: the same conditional write
         # that claims it, so a replaced worker's late result changes nothing.
-        owned = Step.objects.filter(
-            pk=step.pk, status=StepStatus.RUNNING, attempts=step.attempts
-        ).update(**{field: getattr(step, field) for field in MODEL_RESULT_FIELDS})
+        owned = rows.save_row(
+            step,
+            fields=MODEL_RESULT_FIELDS,
+            only_if={"status": StepStatus.RUNNING, "attempts": step.attempts},
+        )
         if not owned:
             logger.warning(
                 "Discarding a late result for step %s (attempt %s)", step.pk, step.attempts
@@ -661,8 +668,8 @@ def _record_model_result(step, result):
         if run.is_active and thread.status not in FINISHED_THREAD_STATUSES:
             thread.turns += 1
             _continue_after_model(run, thread, step, result.content)
-        run.save()
-        thread.save()
+        rows.save_row(run)
+        rows.save_row(thread)
 
 
 def _continue_after_model(run, thread, step, content):
