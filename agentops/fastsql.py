@@ -88,6 +88,12 @@ def batched():
     )
 
 
+def _returns_rows(sql):
+    # Asking the cursor (its description) would build a column object for each of a wide
+    # join's hundred columns.
+    return sql.startswith(("SELECT", "WITH")) or " RETURNING " in sql
+
+
 def batch(*statements):
     """Execute (sql, params) statements in order, in one round trip where the database
     allows it. Returns (first row or None, rowcount) for each."""
@@ -98,15 +104,15 @@ def batch(*statements):
                 "; ".join(sql for sql, _ in statements),
                 [value for _, params in statements for value in params],
             )
-            for index in range(len(statements)):
+            for index, (sql, _) in enumerate(statements):
                 if index:
                     cursor.nextset()
-                row = cursor.fetchone() if cursor.description else None
+                row = cursor.fetchone() if _returns_rows(sql) else None
                 results.append((row, cursor.rowcount))
         else:
             for sql, params in statements:
                 cursor.execute(sql, params)
-                row = cursor.fetchone() if cursor.description else None
+                row = cursor.fetchone() if _returns_rows(sql) else None
                 results.append((row, cursor.rowcount))
     return results
 
