@@ -21,6 +21,7 @@ from django.db.models import Count, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
+from agentops.fastsql import insert_row
 from agentops.teams.services import audit_record
 
 from .catalogue import cost_of, model_choices, price_for  # noqa: F401  (re-exported)
@@ -349,20 +350,23 @@ def model_call(
 def _record(team, model, outcome, credential, agent_id, label, step_id):
     result, error = outcome.result, outcome.error
     usage = result.usage if result else {}
-    ModelCallRecord.objects.create(
-        team=team,
-        model=result.model if result else model,
-        agent_id=agent_id,
-        label=label[:80],
-        step_id="" if step_id is None else str(step_id)[:64],
-        status=CallStatus.OK if result else CallStatus.ERROR,
-        error_kind=error.kind if error else "",
-        cost_usd=result.cost_usd if result else Decimal(0),
-        latency_ms=outcome.latency_ms,
-        waited_ms=outcome.waited_ms,
-        request_id=(result.request_id if result else error.request_id)[:120],
-        simulated=credential.simulated,
-        **{name: usage.get(name, 0) for name in USAGE_FIELDS},
+    # One INSERT per model call: precompiled (see agentops/fastsql.py), autocommitted.
+    insert_row(
+        ModelCallRecord(
+            team=team,
+            model=result.model if result else model,
+            agent_id=agent_id,
+            label=label[:80],
+            step_id="" if step_id is None else str(step_id)[:64],
+            status=CallStatus.OK if result else CallStatus.ERROR,
+            error_kind=error.kind if error else "",
+            cost_usd=result.cost_usd if result else Decimal(0),
+            latency_ms=outcome.latency_ms,
+            waited_ms=outcome.waited_ms,
+            request_id=(result.request_id if result else error.request_id)[:120],
+            simulated=credential.simulated,
+            **{name: usage.get(name, 0) for name in USAGE_FIELDS},
+        )
     )
 
 

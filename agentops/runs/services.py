@@ -25,6 +25,7 @@ from django.db import transaction
 from django.db.models import F, Q, Sum
 from django.utils import timezone
 
+from agentops import fastsql
 from agentops.agents.tools import execute_tool, tool_permission, tools_for_version
 from agentops.llm.errors import PermanentModelError, TransientModelError
 from agentops.llm.retry import retry_delay
@@ -43,6 +44,7 @@ from .models import (
     Thread,
     ThreadStatus,
 )
+from .rows import claim_step
 
 logger = logging.getLogger(__name__)
 
@@ -302,15 +304,17 @@ def _enqueue(step_id, countdown=0.0):
 
 def _new_step(*, thread, kind, turn, status=StepStatus.QUEUED, countdown=0.0, **fields):
     now = timezone.now()
-    step = Step.objects.create(
-        run_id=thread.run_id,
-        thread=thread,
-        kind=kind,
-        sequence=thread.next_sequence,
-        turn=turn,
-        status=status,
-        enqueued_at=now if status == StepStatus.QUEUED else None,
-        **fields,
+    step = fastsql.insert_row(
+        Step(
+            run_id=thread.run_id,
+            thread=thread,
+            kind=kind,
+            sequence=thread.next_sequence,
+            turn=turn,
+            status=status,
+            enqueued_at=now if status == StepStatus.QUEUED else None,
+            **fields,
+        )
     )
     thread.next_sequence += 1
     if status == StepStatus.QUEUED:
@@ -466,18 +470,12 @@ def step_execute(*, step_id):
     """Claim and execute one step. Safe to call any number of times for the same id: only a
     call that finds the step queued does anything."""
     now = timezone.now()
-    claimed = Step.objects.filter(pk=step_id, status=StepStatus.QUEUED).update(
-        status=StepStatus.RUNNING,
-        attempts=F("attempts") + 1,
-        claimed_at=now,
-        deadline=now + timedelta(seconds=settings.AGENTOPS_STEP_DEADLINE_S),
-        error="",
+    # With the run, its team and budget, the thread, its version and agent.
+    step = claim_step(
+        step_id, now=now, deadline=now + timedelta(seconds=settings.AGENTOPS_STEP_DEADLINE_S)
     )
-    if not claimed:
+    if step is None:
         return None
-    step = Step.objects.select_related(
-        "run__team__budget", "thread__agent_version__agent__team"
-    ).get(pk=step_id)
     run = step.run
     if step.attempts > settings.AGENTOPS_STEP_MAX_ATTEMPTS:
         _fail(
@@ -621,16 +619,29 @@ def _execute_tool_step(step):
         _record_tool_result(
             run, thread, locked, content=content, is_error=outcome.is_error, latency_ms=latency_ms
         )
-        run.save()
-        thread.save()
+        fastsql.save_rows(run, thread)
+
+
+def _lock_run_and_thread(step, then):
+    """Lock a step's run, then its thread, then run the statement `then` (in one round
+    trip); its result comes back with them. The thread's agent version is pinned (never
+    edited), so the one the step was executed with is reused rather than read again."""
+    lock_run, run_part = fastsql.lock(Run, step.run_id)
+    lock_thread, thread_part = fastsql.lock(Thread, step.thread_id)
+    run_row, thread_row, result = fastsql.batch(lock_run, lock_thread, then)
+    run = fastsql.locked(run_row, Run, step.run_id, run_part)
+    thread = fastsql.locked(thread_row, Thread, step.thread_id, thread_part)
+    if "thread" in step._state.fields_cache:
+        thread.agent_version = step.thread.agent_version
+    return run, thread, result
 
 
 def _lock_for_checkpoint(step):
     """Lock run, thread and step (always in that order). The step is None when this claim
     no longer owns it: the sweeper handed it to another worker, whose result counts."""
-    run = Run.objects.select_for_update().get(pk=step.run_id)
-    thread = Thread.objects.select_for_update().get(pk=step.thread_id)
-    locked = Step.objects.select_for_update().get(pk=step.pk)
+    lock_step, step_part = fastsql.lock(Step, step.pk)
+    run, thread, step_row = _lock_run_and_thread(step, lock_step)
+    locked = fastsql.locked(step_row, Step, step.pk, step_part)
     if locked.status != StepStatus.RUNNING or locked.attempts != step.attempts:
         logger.warning("Discarding a late result for step %s (attempt %s)", step.pk, step.attempts)
         return run, thread, None
@@ -656,13 +667,14 @@ def _record_model_result(step, result):
     step.request_id = result.request_id or ""
     step.finished_at = timezone.now()
     with transaction.atomic():
-        run = Run.objects.select_for_update().get(pk=step.run_id)
-        thread = Thread.objects.select_for_update().get(pk=step.thread_id)
         # Recorded only while this claim still owns the step: the same conditional write
         # that claims it, so a replaced worker's late result changes nothing.
-        owned = Step.objects.filter(
-            pk=step.pk, status=StepStatus.RUNNING, attempts=step.attempts
-        ).update(**{field: getattr(step, field) for field in MODEL_RESULT_FIELDS})
+        record = fastsql.update(
+            step,
+            fields=MODEL_RESULT_FIELDS,
+            only_if={"status": StepStatus.RUNNING, "attempts": step.attempts},
+        )
+        run, thread, (_, owned) = _lock_run_and_thread(step, record)
         if not owned:
             logger.warning(
                 "Discarding a late result for step %s (attempt %s)", step.pk, step.attempts
@@ -676,8 +688,7 @@ def _record_model_result(step, result):
         if run.is_active and thread.status not in FINISHED_THREAD_STATUSES:
             thread.turns += 1
             _continue_after_model(run, thread, step, result.content)
-        run.save()
-        thread.save()
+        fastsql.save_rows(run, thread)
 
 
 def _continue_after_model(run, thread, step, content):

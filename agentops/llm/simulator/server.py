@@ -11,6 +11,7 @@ import logging
 import random
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
@@ -102,6 +103,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
 
     def _dispatch(self) -> None:
+        arrived = time.monotonic()
         sim: SimulatorServer = self.server.simulator
         parts = urlsplit(self.path)
         path, query = parts.path, dict(parse_qsl(parts.query))
@@ -137,7 +139,10 @@ class _Handler(BaseHTTPRequestHandler):
             # A simulator bug must look like a server error, not a silently closed socket.
             log.exception("simulator failed on %s %s", self.command, path)
             answer = ApiResponse(500, {"content-type": JSON}, error_body(500, f"simulator: {exc}"))
-        if answer.status != 429 and delay_ms and sim._stopping.wait(delay_ms / 1000):
+        # The latency is the time the answer takes from the request's arrival, so the time
+        # the simulator itself spent composing it is part of it, as a real API's is.
+        remaining_s = delay_ms / 1000 - (time.monotonic() - arrived)
+        if answer.status != 429 and remaining_s > 0 and sim._stopping.wait(remaining_s):
             self._drop()
             return
         sim.stats.record(path=path, step=step, status=answer.status, fault=None)

@@ -1,0 +1,215 @@
+"""Precompiled SQL for hot paths (the run engine's steps, the model call record).
+
+Each model step used to cost about ten ORM statements, and compiling an ORM statement costs
+about a millisecond of CPU here, more than PostgreSQL takes to run it; on a busy machine each
+round trip to the database costs more again (two context switches). The statements below are
+built once per model and database vendor from the models' own field list (so a new field is
+read and written without touching this file), executed with the fields' own value
+preparation and converters (JSON, datetimes, decimals on SQLite and PostgreSQL alike), and
+give ordinary model instances back. On PostgreSQL, statements that follow each other without
+Python in between (lock the run, lock the thread, write the step) go in one round trip
+(`batch`), in order. Behaviour is the ORM's: `update` writes every concrete field as
+Model.save() does, `insert_row` fills auto_now_add fields as create() does. No signals are
+sent; the project has no signal receivers.
+"""
+
+# Every identifier in these statements comes from the models' metadata (quoted) and every
+# value is a query parameter.
+# ruff: noqa: S608
+
+import threading
+
+from django.db import connection
+
+_lock = threading.Lock()
+_cache = {}
+
+
+def quote(name):
+    return connection.ops.quote_name(name)
+
+
+def cached(key, build):
+    key = (connection.vendor, *key)
+    found = _cache.get(key)
+    if found is None:
+        found = build()
+        with _lock:
+            _cache[key] = found
+    return found
+
+
+class Reader:
+    """The columns of `model` under a table alias in a SELECT, and the instance a row's
+    slice of them makes."""
+
+    def __init__(self, model, alias):
+        self.model = model
+        self.fields = model._meta.concrete_fields
+        self.size = len(self.fields)
+        self.pk_index = self.fields.index(model._meta.pk)
+        self.select = ", ".join(f"{alias}.{quote(field.column)}" for field in self.fields)
+        self._converters = [
+            (col, connection.ops.get_db_converters(col) + col.get_db_converters(connection))
+            for col in (field.get_col(alias) for field in self.fields)
+        ]
+
+    def build(self, values):
+        values = list(values)
+        for index, (col, converters) in enumerate(self._converters):
+            for convert in converters:
+                values[index] = convert(values[index], col, connection)
+        return self.model.from_db(connection.alias, None, values)
+
+
+def reader(model, alias):
+    return cached(("reader", model, alias), lambda: Reader(model, alias))
+
+
+def instances(row, readers):
+    """A row's instances, one per reader (None for a reader whose primary key is NULL: a
+    LEFT JOIN that found nothing); None for no row."""
+    if row is None:
+        return None
+    found, start = [], 0
+    for read in readers:
+        values = row[start : start + read.size]
+        start += read.size
+        found.append(None if values[read.pk_index] is None else read.build(values))
+    return found
+
+
+def batched():
+    # Several statements in one execute need psycopg's client-side binding (Django's
+    # default), which sends them in one simple-protocol query, run in order.
+    return (
+        connection.vendor == "postgresql"
+        and connection.settings_dict.get("OPTIONS", {}).get("server_side_binding") is not True
+    )
+
+
+def _returns_rows(sql):
+    # Asking the cursor (its description) would build a column object for each of a wide
+    # join's hundred columns.
+    return sql.startswith(("SELECT", "WITH")) or " RETURNING " in sql
+
+
+def batch(*statements):
+    """Execute (sql, params) statements in order, in one round trip where the database
+    allows it. Returns (first row or None, rowcount) for each."""
+    results = []
+    with connection.cursor() as cursor:
+        if len(statements) > 1 and batched():
+            cursor.execute(
+                "; ".join(sql for sql, _ in statements),
+                [value for _, params in statements for value in params],
+            )
+            for index, (sql, _) in enumerate(statements):
+                if index:
+                    cursor.nextset()
+                row = cursor.fetchone() if _returns_rows(sql) else None
+                results.append((row, cursor.rowcount))
+        else:
+            for sql, params in statements:
+                cursor.execute(sql, params)
+                row = cursor.fetchone() if _returns_rows(sql) else None
+                results.append((row, cursor.rowcount))
+    return results
+
+
+def _prepared(instance, field):
+    return field.get_db_prep_save(getattr(instance, field.attname), connection)
+
+
+def _update_sql(model, names, conditions):
+    meta = model._meta
+    fields = (
+        [meta.get_field(name) for name in names]
+        if names
+        else [field for field in meta.concrete_fields if not field.primary_key]
+    )
+    assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)
+    where = " AND ".join(
+        [f"{quote(meta.pk.column)} = %s"]
+        + [f"{quote(meta.get_field(name).column)} = %s" for name in conditions]
+    )
+    return fields, f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {where}"
+
+
+def update(instance, *, fields=None, only_if=None):
+    """The statement that writes the instance's row with its values (every concrete field,
+    or `fields`), as Model.save() does; `only_if` ({field name: value}) makes it
+    conditional (its rowcount says whether it wrote)."""
+    model = type(instance)
+    conditions = tuple(sorted(only_if or {}))
+    names = tuple(fields or ())
+    columns, sql = cached(
+        ("update", model, names, conditions), lambda: _update_sql(model, names, conditions)
+    )
+    params = [_prepared(instance, field) for field in columns]
+    params.append(instance.pk)
+    params += [
+        model._meta.get_field(name).get_db_prep_value(only_if[name], connection)
+        for name in conditions
+    ]
+    return sql, params
+
+
+def save_rows(*instances_to_save):
+    """Save each instance's row (every concrete field), in one round trip where possible."""
+    batch(*(update(instance) for instance in instances_to_save))
+
+
+def _insert_sql(model):
+    meta = model._meta
+    fields = [field for field in meta.concrete_fields if not field.primary_key]
+    columns = ", ".join(quote(field.column) for field in fields)
+    values = ", ".join(["%s"] * len(fields))
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({values}) "
+        f"RETURNING {quote(meta.pk.column)}"
+    )
+    return fields, sql
+
+
+def insert_row(instance):
+    """INSERT a new instance as create() does (auto_now_add filled) and set its pk."""
+    model = type(instance)
+    fields, sql = cached(("insert", model), lambda: _insert_sql(model))
+    params = [
+        field.get_db_prep_save(field.pre_save(instance, True), connection) for field in fields
+    ]
+    ((row, _),) = batch((sql, params))
+    instance.pk = row[0]
+    instance._state.adding = False
+    instance._state.db = connection.alias
+    return instance
+
+
+def _lock_sql(model):
+    meta = model._meta
+    part = reader(model, quote(meta.db_table))
+    sql = f"SELECT {part.select} FROM {quote(meta.db_table)} WHERE {quote(meta.pk.column)} = %s"
+    if connection.features.has_select_for_update:
+        sql += " FOR UPDATE"
+    return sql, part
+
+
+def lock(model, pk):
+    """The SELECT ... FOR UPDATE of one row (a plain SELECT where the database locks whole
+    transactions instead, as the ORM's select_for_update() does there), and its reader."""
+    sql, part = cached(("lock", model), lambda: _lock_sql(model))
+    return (sql, [pk]), part
+
+
+def locked(result, model, pk, part):
+    found = instances(result[0], [part])
+    if found is None:
+        raise model.DoesNotExist(f"{model.__name__} {pk} does not exist")
+    return found[0]
+
+
+def lock_row(model, pk):
+    statement, part = lock(model, pk)
+    (result,) = batch(statement)
+    return locked(result, model, pk, part)
