@@ -13,7 +13,10 @@ Any app registers a benchmark in its own `bench.py` module (the command imports 
 `options` holds every parsed command-line option; `log` writes progress to stderr.
 """
 
+import os
 from dataclasses import dataclass, field
+
+from django.conf import settings
 
 
 @dataclass(frozen=True)
@@ -33,3 +36,29 @@ def register(name, *, help="", arguments=()):  # noqa: A002 - argparse's word
         return function
 
     return decorator
+
+
+def worker_environment(**overrides):
+    """The environment of a benchmark's Celery worker subprocess: this process's database
+    and broker, settings as deployed (DJANGO_DEBUG=0, so no debug cursor logs every
+    statement) with this process's keys (what it encrypted decrypts there), then
+    `overrides`."""
+    from django.db import connection
+
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "agentops.settings",
+        "DJANGO_DEBUG": "0",
+        "DJANGO_SECRET_KEY": settings.SECRET_KEY,
+        "DJANGO_ALLOWED_HOSTS": "localhost",
+        "AGENTOPS_FERNET_KEY": settings.AGENTOPS_FERNET_KEY,
+        "REDIS_URL": settings.REDIS_URL,
+    }
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("postgresql"):
+        auth = db["USER"] or ""
+        if db["PASSWORD"]:
+            auth += f":{db['PASSWORD']}"
+        host = f"{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}"
+        env["DATABASE_URL"] = f"postgres://{auth}@{host}/{db['NAME']}"
+    return {**env, **overrides}

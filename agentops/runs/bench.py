@@ -17,7 +17,6 @@ so is enqueued -> returned minus the latency (`enqueued_to_returned_*`).
 """
 
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from django.core.management.base import CommandError
 from django.db import connection
 
 from agentops.agents.services import agent_create
-from agentops.llm.benchmarks import register
+from agentops.llm.benchmarks import register, worker_environment
 from agentops.llm.catalogue import DEFAULT_MODEL
 from agentops.llm.ratelimit import redis_client
 from agentops.llm.simulator.server import start_simulator_server
@@ -52,29 +51,18 @@ def _percentile(values, fraction):
     return ordered[index]
 
 
-def _database_url():
-    db = connection.settings_dict
-    auth = db["USER"] or ""
-    if db["PASSWORD"]:
-        auth += f":{db['PASSWORD']}"
-    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
 def _start_worker(*, queue, model_url, log_file, probe_key):
-    env = {
-        **os.environ,
-        "DATABASE_URL": _database_url(),
-        "REDIS_URL": settings.REDIS_URL,
-        "ANTHROPIC_BASE_URL": model_url,
-        "ANTHROPIC_API_KEY": "sim",  # stands for the simulator server
-        "AGENTOPS_CELERY_QUEUE": queue,
+    env = worker_environment(
+        ANTHROPIC_BASE_URL=model_url,
+        ANTHROPIC_API_KEY="sim",  # stands for the simulator server
+        AGENTOPS_CELERY_QUEUE=queue,
         # The team-wide rate limiter is not what this measures; keep it out of the way.
-        "AGENTOPS_RATE_DEFAULT_RPM": "1000000",
-        "AGENTOPS_RATE_DEFAULT_ITPM": "1000000000",
-        "AGENTOPS_RATE_DEFAULT_OTPM": "1000000000",
-        "AGENTOPS_LOG_LEVEL": "WARNING",
-        "AGENTOPS_BENCH_PROBE_KEY": probe_key,
-    }
+        AGENTOPS_RATE_DEFAULT_RPM="1000000",
+        AGENTOPS_RATE_DEFAULT_ITPM="1000000000",
+        AGENTOPS_RATE_DEFAULT_OTPM="1000000000",
+        AGENTOPS_LOG_LEVEL="WARNING",
+        AGENTOPS_BENCH_PROBE_KEY=probe_key,
+    )
     command = [
         sys.executable,
         "-m",

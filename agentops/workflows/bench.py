@@ -32,23 +32,11 @@ from django.conf import settings
 from django.db import transaction
 
 from agentops.celery import app
-from agentops.llm.benchmarks import register
+from agentops.llm.benchmarks import register, worker_environment
 
 WARMUP_S = 3
 TARGETS = {"ratio": 1.2, "http_429": 0, "makespan_ratio": 1.05}
 ROOT = Path(__file__).resolve().parent.parent.parent
-
-
-def _database_url():
-    from django.db import connection
-
-    db = connection.settings_dict
-    if db["ENGINE"].endswith("sqlite3"):
-        return ""
-    auth = db["USER"] or ""
-    if db["PASSWORD"]:
-        auth += f":{db['PASSWORD']}"
-    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
 class _Workers:
@@ -98,26 +86,18 @@ class _Workers:
 
 
 def _environment(*, base_url, api_key, rpm, itpm, otpm, queue):
-    env = {
-        **os.environ,
+    return worker_environment(
         # A private queue: a production worker on the same broker never takes these steps.
-        "AGENTOPS_CELERY_QUEUE": queue,
-        "DJANGO_SETTINGS_MODULE": "agentops.settings",
-        "ANTHROPIC_BASE_URL": base_url,
+        AGENTOPS_CELERY_QUEUE=queue,
+        ANTHROPIC_BASE_URL=base_url,
         # A key of its own per phase gives the phase fresh rate-limit buckets.
-        "ANTHROPIC_API_KEY": api_key,
-        "AGENTOPS_RATE_DEFAULT_RPM": str(rpm),
-        "AGENTOPS_RATE_DEFAULT_ITPM": str(itpm),
-        "AGENTOPS_RATE_DEFAULT_OTPM": str(otpm),
-        "AGENTOPS_RATE_MAX_WAIT_S": "600",
-        "AGENTOPS_LOG_LEVEL": "WARNING",
-    }
-    database_url = _database_url()
-    if database_url:
-        env["DATABASE_URL"] = database_url
-    if settings.REDIS_URL:
-        env["REDIS_URL"] = settings.REDIS_URL
-    return env
+        ANTHROPIC_API_KEY=api_key,
+        AGENTOPS_RATE_DEFAULT_RPM=str(rpm),
+        AGENTOPS_RATE_DEFAULT_ITPM=str(itpm),
+        AGENTOPS_RATE_DEFAULT_OTPM=str(otpm),
+        AGENTOPS_RATE_MAX_WAIT_S="600",
+        AGENTOPS_LOG_LEVEL="WARNING",
+    )
 
 
 def _setup(children, model):
