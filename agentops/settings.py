@@ -350,6 +350,11 @@ AGENTOPS_MODEL_TIMEOUT_S = _env_int("AGENTOPS_MODEL_TIMEOUT_S", 120, minimum=1)
 # each per-minute budget may be spent at once (60 = a full minute, as Anthropic's buckets).
 AGENTOPS_RATE_MAX_WAIT_S = _env_int("AGENTOPS_RATE_MAX_WAIT_S", 120, minimum=0)
 AGENTOPS_RATE_BURST_S = _env_int("AGENTOPS_RATE_BURST_S", 60, minimum=1)
+# The API charges a request when it arrives, our limiter when it admits it: our buckets run
+# this much less far ahead of the clock, so that a request that leaves at once cannot reach
+# the API before the refill owed to one admitted earlier that left slowly (worker threads
+# contend for the CPU between admission and sending).
+AGENTOPS_RATE_SEND_MARGIN_MS = _env_int("AGENTOPS_RATE_SEND_MARGIN_MS", 500, minimum=0)
 # Limits for a model no team has configured: requests, input and output tokens per minute.
 AGENTOPS_RATE_DEFAULT_RPM = _env_int("AGENTOPS_RATE_DEFAULT_RPM", 50, minimum=1)
 AGENTOPS_RATE_DEFAULT_ITPM = _env_int("AGENTOPS_RATE_DEFAULT_ITPM", 30000, minimum=1)

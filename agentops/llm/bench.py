@@ -25,7 +25,7 @@ from django.conf import settings
 
 from .benchmarks import register
 from .client import Credential, Source, build_client
-from .ratelimit import BUDGETS, Limits, LocalLimiter, RedisLimiter, redis_client
+from .ratelimit import BUDGETS, Limits, LocalLimiter, RedisLimiter, redis_client, send_margin_s
 
 TARGETS = {"http_429": 0, "utilization": 0.95, "makespan_ratio": 1.05}
 WORDS = [
@@ -83,12 +83,15 @@ def bench_ratelimit(options, log):
         raise ValueError("--calls and --workers must be at least 1")
     limits = Limits(options["rpm"], options["itpm"], options["otpm"])
     latency_s = options["latency_ms"] / 1000
-    # The simulator's buckets hold a full minute, as Anthropic's do; so do ours by default.
+    # The simulator's buckets hold a full minute, as Anthropic's do; ours the same less the
+    # send margin, as in production. The bounds below are the API's (burst_s).
     burst_s = float(settings.AGENTOPS_RATE_BURST_S)
     if settings.REDIS_URL:
-        limiter, backend = RedisLimiter(redis_client(), burst_s=burst_s), "redis"
+        limiter = RedisLimiter(redis_client(), burst_s=burst_s, margin_s=send_margin_s())
+        backend = "redis"
     else:
-        limiter, backend = LocalLimiter(burst_s=burst_s), "in-process"
+        limiter = LocalLimiter(burst_s=burst_s, margin_s=send_margin_s())
+        backend = "in-process"
 
     # One INFO line per HTTP request would drown the figures.
     logging.getLogger("httpx2").setLevel(logging.WARNING)

@@ -182,14 +182,22 @@ class Limiter:
             json.dumps(snapshot, sort_keys=True) if snapshot else "",
         )
 
+    def _set_burst(self, burst_s, margin_s):
+        """`burst_s`: how far the API's buckets run ahead of the clock. Ours admit
+        `margin_s` less (never under half of it): see settings.AGENTOPS_RATE_SEND_MARGIN_MS."""
+        api_burst_s = float(burst_s or settings.AGENTOPS_RATE_BURST_S)
+        self.margin_s = min(float(margin_s), api_burst_s / 2)
+        self.burst_s = api_burst_s - self.margin_s
+
     def state(self, *, bucket, limits):
-        """What is left in each bucket now, how long the queue is, and the server's view."""
+        """What is left in each bucket now, how long the queue is, and the server's view
+        (as the API counts: the send margin is shown as available)."""
         now_us, tats, last_us, hold_us, snapshot = self._state(bucket)
-        tau = self.burst_s * _US
+        tau = (self.burst_s + self.margin_s) * _US
         result = {"budgets": [], "queue_s": max(last_us - now_us, 0) / _US}
         for name, limit, tat in zip(BUDGETS, limits.as_tuple(), tats, strict=True):
             per_unit = 60 * _US / limit
-            capacity = limit * self.burst_s / 60
+            capacity = limit * (self.burst_s + self.margin_s) / 60
             available = (now_us + tau - max(tat, now_us)) / per_unit
             result["budgets"].append(
                 {
@@ -212,8 +220,8 @@ class Limiter:
 class LocalLimiter(Limiter):
     """The same arithmetic as the Lua script, under a lock, for one process only."""
 
-    def __init__(self, *, burst_s=None, clock=time.time):
-        self.burst_s = float(burst_s or settings.AGENTOPS_RATE_BURST_S)
+    def __init__(self, *, burst_s=None, margin_s=0.0, clock=time.time):
+        self._set_burst(burst_s, margin_s)
         self._clock = clock
         self._lock = threading.Lock()
         self._buckets = {}
@@ -498,8 +506,8 @@ return redis.error_reply('unknown op')
 
 
 class RedisLimiter(Limiter):
-    def __init__(self, client, *, burst_s=None):
-        self.burst_s = float(burst_s or settings.AGENTOPS_RATE_BURST_S)
+    def __init__(self, client, *, burst_s=None, margin_s=0.0):
+        self._set_burst(burst_s, margin_s)
         self._client = client
         self._script = client.register_script(LUA)
 
@@ -544,12 +552,20 @@ def redis_client():
     return redis.Redis.from_url(settings.REDIS_URL)
 
 
+def send_margin_s():
+    return settings.AGENTOPS_RATE_SEND_MARGIN_MS / 1000
+
+
 def get_limiter():
     """The process-wide limiter: Redis when REDIS_URL is set, in-process otherwise."""
     global _limiter
     with _limiter_lock:
         if _limiter is None:
-            _limiter = RedisLimiter(redis_client()) if settings.REDIS_URL else LocalLimiter()
+            _limiter = (
+                RedisLimiter(redis_client(), margin_s=send_margin_s())
+                if settings.REDIS_URL
+                else LocalLimiter(margin_s=send_margin_s())
+            )
         return _limiter
 
 

@@ -253,3 +253,23 @@ def test_waiting_slots_move_with_refunds_and_server_headers(make_limiter):
     limiter.settle(other, headers={"anthropic-ratelimit-input-tokens-remaining": "0"})
     now_us, slot_us = limiter._claim(name, waiting.ticket)
     assert 2.5 < (slot_us - now_us) / 1_000_000 <= 3.05
+
+
+@pytest.mark.parametrize("backend", ["redis", "local"])
+def test_the_send_margin_admits_a_little_later_than_the_api_would(backend, request):
+    # 120 per minute with a 1 s burst: the API takes 2 requests at once. With a 0.25 s send
+    # margin we admit 1 at once and the second 0.25 s later, so a second request that
+    # leaves faster than the first still finds the API's bucket refilled; the state shows
+    # the API's view.
+    limits = Limits(120, 10**9, 10**9)
+    if backend == "local":
+        limiter = LocalLimiter(burst_s=1, margin_s=0.25)
+    else:
+        limiter = RedisLimiter(request.getfixturevalue("redis_client"), burst_s=1, margin_s=0.25)
+    name = bucket()
+    first = reserve(limiter, name, limits)
+    second = reserve(limiter, name, limits)
+    assert first.wait_s == 0
+    assert second.wait_s == pytest.approx(0.25, abs=0.05)
+    requests = limiter.state(bucket=name, limits=limits)["budgets"][0]
+    assert requests["capacity"] == 2
