@@ -16,11 +16,12 @@ The call sleeps until its slot and then *claims* it: only then does it count as 
 then its booking waits in a queue kept apart from the bucket the API sees. After the call,
 `settle` refunds what was reserved but not used (the estimate minus the real input,
 max_tokens minus the real output) and reconciles with the server's
-anthropic-ratelimit-*-remaining headers (if the server says less is left than we think, the
-bucket moves forward); both are capped as the API caps its bucket, and the waiting bookings
-are then given the slots they would get now (earlier after a refund, later after a pessimistic
-header). A sleeping caller looks its booking up every POLL_S seconds to notice a move. A
-429's retry-after holds every waiting and new slot back until it has passed.
+anthropic-ratelimit-*-remaining headers (if the server, which counted when the call reached
+it, had less left than our bucket held when we sent it, the bucket moves forward); both are
+capped as the API caps its bucket, and the waiting bookings are then given the slots they
+would get now (earlier after a refund, later after a pessimistic header). A sleeping caller
+looks its booking up every POLL_S seconds to notice a move. A 429's retry-after holds every
+waiting and new slot back until it has passed.
 
 With Redis (settings.REDIS_URL), one Lua script updates the buckets atomically, using the
 Redis clock, so every worker on every machine shares them. The in-process LocalLimiter (same
@@ -180,6 +181,8 @@ class Limiter:
             server_remaining(headers),
             max(float(hold_s or 0), 0.0),
             json.dumps(snapshot, sort_keys=True) if snapshot else "",
+            # When the call counted as sent: about when the server counted what remains.
+            int(reservation.slot_at * _US),
         )
 
     def _set_burst(self, burst_s, margin_s):
@@ -309,16 +312,17 @@ class LocalLimiter(Limiter):
                     break
             return now, -1
 
-    def _settle(self, bucket, limits, deltas, remaining, hold_s, snapshot):
+    def _settle(self, bucket, limits, deltas, remaining, hold_s, snapshot, counted_us):
         with self._lock:
             now = self._now_us()
             state = self._bucket(bucket, now)
             tau = self.burst_s * _US
+            counted = min(counted_us, now)  # as in the Lua script
             for index, limit in enumerate(limits.as_tuple()):
                 per_unit = 60 * _US / limit
                 base = max(state["base"][index], now) - deltas[index] * per_unit
-                if remaining[index] >= 0 and (now + tau - base) / per_unit > remaining[index]:
-                    base = now + tau - remaining[index] * per_unit
+                if remaining[index] >= 0 and (counted + tau - base) / per_unit > remaining[index]:
+                    base = counted + tau - remaining[index] * per_unit
                 state["base"][index] = max(base, now)
             if hold_s > 0:
                 state["hold"] = max(state["hold"], now + int(hold_s * _US))
@@ -454,14 +458,17 @@ end
 
 if op == 'settle' then
   local latest = now
+  -- The server counted its remaining budget when the call reached it, not now: compare
+  -- with what our bucket held then (it has refilled since, as the server's has).
+  local counted = math.min(tonumber(ARGV[15]), now)
   for index = 1, 3 do
     local limit = tonumber(ARGV[index * 3 + 1])
     local delta = tonumber(ARGV[index * 3 + 2])
     local remaining = tonumber(ARGV[index * 3 + 3])
     local per = 60000000 / limit
     local b = math.max(base[index], now) - delta * per
-    if remaining >= 0 and (now + burst_us - b) / per > remaining then
-      b = now + burst_us - remaining * per
+    if remaining >= 0 and (counted + burst_us - b) / per > remaining then
+      b = counted + burst_us - remaining * per
     end
     if b < now then b = now end
     base[index] = b
@@ -527,11 +534,11 @@ class RedisLimiter(Limiter):
         reply = self._script(keys=self._keys(bucket), args=args)
         return int(reply[0]), int(reply[1])
 
-    def _settle(self, bucket, limits, deltas, remaining, hold_s, snapshot):
+    def _settle(self, bucket, limits, deltas, remaining, hold_s, snapshot, counted_us):
         args = ["settle", self.burst_s, ABANDONED_AFTER_S]
         for limit, delta, left in zip(limits.as_tuple(), deltas, remaining, strict=True):
             args += [limit, delta, left]
-        args += [hold_s, snapshot]
+        args += [hold_s, snapshot, counted_us]
         self._script(keys=self._keys(bucket), args=args)
 
     def _state(self, bucket):

@@ -273,3 +273,33 @@ def test_the_send_margin_admits_a_little_later_than_the_api_would(backend, reque
     assert second.wait_s == pytest.approx(0.25, abs=0.05)
     requests = limiter.state(bucket=name, limits=limits)["budgets"][0]
     assert requests["capacity"] == 2
+
+
+def test_a_server_count_is_compared_with_the_bucket_when_the_call_was_sent():
+    # 60 per minute, a 10 s burst: 10 requests. The server counted 9 remaining when the
+    # call reached it; its answer comes a second later, when both buckets have refilled by
+    # one. Read as "9 remaining now", the header would throw that second's refill away.
+    now = [1000.0]
+    limiter = LocalLimiter(burst_s=10, clock=lambda: now[0])
+    limits = Limits(60, 10**6, 10**6)
+    name = bucket()
+    sent = reserve(limiter, name, limits)
+    now[0] += 1.0
+    headers = {
+        "anthropic-ratelimit-requests-remaining": "9",
+        "anthropic-ratelimit-input-tokens-remaining": str(10**6),
+        "anthropic-ratelimit-output-tokens-remaining": str(10**6),
+    }
+    limiter.settle(sent, input_tokens=0, output_tokens=0, headers=headers)
+    requests = limiter.state(bucket=name, limits=limits)["budgets"][0]
+    assert requests["available"] == 10
+    # A server that counted fewer than we had then still moves the bucket forward.
+    later = reserve(limiter, name, limits)
+    now[0] += 1.0
+    limiter.settle(
+        later,
+        input_tokens=0,
+        output_tokens=0,
+        headers={**headers, **{"anthropic-ratelimit-requests-remaining": "3"}},
+    )
+    assert limiter.state(bucket=name, limits=limits)["budgets"][0]["available"] == 4
