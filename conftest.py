@@ -155,3 +155,23 @@ def browser_login(page):
         return page
 
     return login_as
+
+
+@pytest.fixture
+def generous_rate_limits(settings):
+    """The suite shares one simulator key; its default per-minute limits are not under test
+    where a directory's conftest uses this (autouse there)."""
+    settings.AGENTOPS_RATE_DEFAULT_RPM = 100_000
+    settings.AGENTOPS_RATE_DEFAULT_ITPM = 100_000_000
+    settings.AGENTOPS_RATE_DEFAULT_OTPM = 100_000_000
+
+
+@pytest.fixture
+def sim():
+    """The in-process simulator every model call goes to, emptied of earlier requests."""
+    from agentops.llm.client import simulator_transport
+
+    transport = simulator_transport()
+    transport.clear()
+    yield transport
+    transport.clear()

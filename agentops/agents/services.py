@@ -2,10 +2,9 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
-from django.utils.text import slugify
 
 from agentops.llm.crypto import encrypt
-from agentops.teams.services import audit_record
+from agentops.teams.services import audit_record, ensure_unique_name, unique_slug
 
 from .models import (
     VERSIONED_FIELDS,
@@ -42,23 +41,6 @@ def _normalized(values):
     }
 
 
-def _ensure_unique_name(team, name, exclude_pk=None):
-    clash = Agent.objects.filter(team=team, name__iexact=name.strip())
-    if exclude_pk is not None:
-        clash = clash.exclude(pk=exclude_pk)
-    if clash.exists():
-        raise ValidationError({"name": f"This team already has an agent named {name.strip()!r}."})
-
-
-def _unique_slug(team, name):
-    base = slugify(name)[:70] or "agent"
-    slug, n = base, 1
-    while Agent.objects.filter(team=team, slug=slug).exists():
-        n += 1
-        slug = f"{base}-{n}"
-    return slug
-
-
 def _new_version(agent, actor, values):
     number = (agent.versions.aggregate(top=Max("number"))["top"] or 0) + 1
     return AgentVersion.objects.create(agent=agent, number=number, created_by=actor, **values)
@@ -91,11 +73,11 @@ def agent_create(
             "tools": list(tools),
         }
     )
-    _ensure_unique_name(team, values["name"])
+    ensure_unique_name(Agent, team, values["name"], noun="an agent")
     agent = Agent.objects.create(
         team=team,
         name=values["name"],
-        slug=_unique_slug(team, values["name"]),
+        slug=unique_slug(Agent, team, values["name"], fallback="agent"),
         description=values["description"],
         created_by=actor,
     )
@@ -142,7 +124,7 @@ def agent_update(
             "tools": list(tools),
         }
     )
-    _ensure_unique_name(agent.team, values["name"], exclude_pk=agent.pk)
+    ensure_unique_name(Agent, agent.team, values["name"], noun="an agent", exclude_pk=agent.pk)
     current = agent.current_version
     before = _normalized(current.snapshot()) if current else {}
     if before == values:

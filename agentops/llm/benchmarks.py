@@ -14,6 +14,7 @@ Any app registers a benchmark in its own `bench.py` module (the command imports 
 """
 
 import os
+import sys
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -62,3 +63,29 @@ def worker_environment(**overrides):
         host = f"{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}"
         env["DATABASE_URL"] = f"postgres://{auth}@{host}/{db['NAME']}"
     return {**env, **overrides}
+
+
+def celery_worker_command(*, name, concurrency, queue=None, loglevel="WARNING", extra=()):
+    """The command line of a `celery worker` subprocess (threads pool, no gossip, mingle or
+    heartbeat: nothing but the tasks) for benchmarks and process tests."""
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "agentops",
+        "worker",
+        "--pool",
+        "threads",
+        "--concurrency",
+        str(concurrency),
+        "--loglevel",
+        loglevel,
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        *extra,
+    ]
+    if queue:
+        command += ["-Q", queue]
+    return [*command, "-n", f"{name}@%h"]

@@ -7,10 +7,9 @@ The dreamer itself (reading sessions, calling the model) lives in `dreaming.py`.
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from django.utils.text import slugify
 
 from agentops.llm.catalogue import DEFAULT_MODEL
-from agentops.teams.services import audit_record
+from agentops.teams.services import audit_record, unique_slug
 
 from .models import (
     ACTIVE_DREAM_STATUSES,
@@ -40,18 +39,6 @@ STORE_FIELDS = (
 )
 
 
-def _unique_slug(team, name, *, exclude_pk=None):
-    base = slugify(name)[:70] or "store"
-    slug, counter = base, 2
-    taken = MemoryStore.objects.filter(team=team)
-    if exclude_pk:
-        taken = taken.exclude(pk=exclude_pk)
-    while taken.filter(slug=slug).exists():
-        slug = f"{base}-{counter}"
-        counter += 1
-    return slug
-
-
 def _store_values(store):
     return {name: getattr(store, name) for name in STORE_FIELDS}
 
@@ -71,7 +58,7 @@ def memory_store_create(
     store = MemoryStore.objects.create(
         team=team,
         name=name,
-        slug=_unique_slug(team, name),
+        slug=unique_slug(MemoryStore, team, name, fallback="store"),
         description=description,
         instructions=instructions,
         auto_apply=auto_apply,

@@ -13,7 +13,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from agentops.teams.models import Membership, Role
-from agentops.teams.services import audit_record
+from agentops.teams.services import audit_record, ensure_unique_name, unique_slug
 
 from . import calibration, grading
 from .models import (
@@ -159,23 +159,6 @@ def _validated_objects(version_values, rows, examples):
     return version, criteria, golden
 
 
-def _ensure_unique_name(team, name, exclude_pk=None):
-    clash = Rubric.objects.filter(team=team, name__iexact=name)
-    if exclude_pk is not None:
-        clash = clash.exclude(pk=exclude_pk)
-    if clash.exists():
-        raise ValidationError({"name": f"This team already has a rubric named {name!r}."})
-
-
-def _unique_slug(team, name):
-    base = slugify(name)[:70] or "rubric"
-    slug, n = base, 1
-    while Rubric.objects.filter(team=team, slug=slug).exists():
-        n += 1
-        slug = f"{base}-{n}"
-    return slug
-
-
 def _save_version(rubric, actor, version, criteria, golden):
     version.rubric = rubric
     version.number = (rubric.versions.aggregate(top=Max("number"))["top"] or 0) + 1
@@ -235,11 +218,11 @@ def rubric_create(
         list(golden_examples),
     )
     version, criterion_rows, golden_rows = _validated_objects(values, rows, examples)
-    _ensure_unique_name(team, values["name"])
+    ensure_unique_name(Rubric, team, values["name"], noun="a rubric")
     rubric = Rubric.objects.create(
         team=team,
         name=values["name"],
-        slug=_unique_slug(team, values["name"]),
+        slug=unique_slug(Rubric, team, values["name"], fallback="rubric"),
         description=values["description"],
         created_by=actor if getattr(actor, "is_authenticated", False) else None,
     )
@@ -290,7 +273,7 @@ def rubric_update(
         list(golden_examples),
     )
     version, criterion_rows, golden_rows = _validated_objects(values, rows, examples)
-    _ensure_unique_name(rubric.team, values["name"], exclude_pk=rubric.pk)
+    ensure_unique_name(Rubric, rubric.team, values["name"], noun="a rubric", exclude_pk=rubric.pk)
     current = rubric.current_version
     before = _snapshot(current) if current else None
     if before is not None and _comparable(before) == _comparable((values, rows, examples)):

@@ -19,7 +19,6 @@ so is enqueued -> returned minus the latency (`enqueued_to_returned_*`).
 import json
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -31,7 +30,7 @@ from django.core.management.base import CommandError
 from django.db import connection
 
 from agentops.agents.services import agent_create
-from agentops.llm.benchmarks import register, worker_environment
+from agentops.llm.benchmarks import celery_worker_command, register, worker_environment
 from agentops.llm.catalogue import DEFAULT_MODEL
 from agentops.llm.ratelimit import redis_client
 from agentops.llm.simulator.server import start_simulator_server
@@ -63,29 +62,12 @@ def _start_worker(*, queue, model_url, log_file, probe_key):
         AGENTOPS_LOG_LEVEL="WARNING",
         AGENTOPS_BENCH_PROBE_KEY=probe_key,
     )
-    command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "agentops",
-        "worker",
-        "--pool",
-        "threads",
-        "--concurrency",
-        "2",
-        "--loglevel",
-        "WARNING",
-        "--without-gossip",
-        "--without-mingle",
-        "--without-heartbeat",
-        "--include",
-        "agentops.runs.bench_probe",
-        "-Q",
-        queue,
-        "-n",
-        f"{queue}@%h",
-    ]
+    command = celery_worker_command(
+        name=queue,
+        concurrency=2,
+        queue=queue,
+        extra=["--include", "agentops.runs.bench_probe"],
+    )
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
 
 

@@ -1,5 +1,6 @@
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils.text import slugify
 
 from .models import AuditEvent, Membership, Role, Team
 
@@ -105,3 +106,26 @@ def membership_remove(*, membership, actor_membership):
         before={"user": membership.user.get_username(), "role": membership.role},
     )
     membership.delete()
+
+
+# --- names and slugs of a team's objects (agents, rubrics, workflows, memory stores) ----------
+
+
+def ensure_unique_name(model, team, name, *, noun, exclude_pk=None):
+    """A field error on `name` when another of the team's `model` rows has it (any case);
+    `noun` with its article, e.g. "an agent"."""
+    clash = model.objects.filter(team=team, name__iexact=name)
+    if exclude_pk is not None:
+        clash = clash.exclude(pk=exclude_pk)
+    if clash.exists():
+        raise ValidationError({"name": f"This team already has {noun} named {name!r}."})
+
+
+def unique_slug(model, team, name, *, fallback):
+    """A slug from `name` that no other of the team's `model` rows has: name, name-2, ..."""
+    base = slugify(name)[:70] or fallback
+    slug, n = base, 1
+    while model.objects.filter(team=team, slug=slug).exists():
+        n += 1
+        slug = f"{base}-{n}"
+    return slug

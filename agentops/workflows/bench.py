@@ -23,7 +23,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -33,7 +32,7 @@ from django.conf import settings
 from django.db import transaction
 
 from agentops.celery import app
-from agentops.llm.benchmarks import register, worker_environment
+from agentops.llm.benchmarks import celery_worker_command, register, worker_environment
 
 WARMUP_S = 3
 TARGETS = {"ratio": 1.2, "http_429": 0, "makespan_ratio": 1.05}
@@ -47,25 +46,9 @@ class _Workers:
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - open while the worker lives
             prefix="agentops-bench-fanout-", suffix=".log", delete=False
         )
-        command = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "agentops",
-            "worker",
-            "--pool",
-            "threads",
-            "--concurrency",
-            str(concurrency),
-            "--loglevel",
-            "WARNING",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "-n",
-            f"bench-fanout-{uuid.uuid4().hex[:8]}@%h",
-        ]
+        command = celery_worker_command(
+            name=f"bench-fanout-{uuid.uuid4().hex[:8]}", concurrency=concurrency
+        )
         self.process = subprocess.Popen(
             command,
             cwd=ROOT,

@@ -257,10 +257,9 @@ def delegation_finished(*, run, parent, child, outcome, text):
     delegation.save(update_fields=["status", "finished_at", "started_at", "error"])
     step = delegation.step
     if outcome == "succeeded":
-        content, is_error = (
-            (text or "(The specialist returned no text.)") + _grade_note(child),
-            False,
-        )
+        content, is_error = text or "(The specialist returned no text.)", False
+        if delegation.roster_entry.rubric_id is not None:  # only then was it graded
+            content += _grade_note(child)
     else:
         name = delegation.roster_entry.key
         content, is_error = f"The specialist {name} {OUTCOME_WORDS[outcome]}: {text}", True

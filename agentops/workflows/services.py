@@ -10,7 +10,6 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
-from django.utils.text import slugify
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 from django_celery_beat.validators import crontab_validator
 
@@ -18,7 +17,7 @@ from agentops.outcomes.loop import run_start_graded, thread_grade
 from agentops.outcomes.models import Evaluation
 from agentops.runs import services as engine
 from agentops.runs.models import Run, RunTrigger, StepKind, StepStatus, Thread, ThreadRole
-from agentops.teams.services import audit_record
+from agentops.teams.services import audit_record, ensure_unique_name, unique_slug
 
 from . import delegation
 from .models import (
@@ -173,23 +172,6 @@ def _comparable(values):
     }
 
 
-def _ensure_unique_name(team, name, exclude_pk=None):
-    clash = Workflow.objects.filter(team=team, name__iexact=name)
-    if exclude_pk is not None:
-        clash = clash.exclude(pk=exclude_pk)
-    if clash.exists():
-        raise ValidationError({"name": f"This team already has a workflow named {name!r}."})
-
-
-def _unique_slug(team, name):
-    base = slugify(name)[:70] or "workflow"
-    slug, n = base, 1
-    while Workflow.objects.filter(team=team, slug=slug).exists():
-        n += 1
-        slug = f"{base}-{n}"
-    return slug
-
-
 def _new_version(workflow, actor, values):
     number = (workflow.versions.aggregate(top=Max("number"))["top"] or 0) + 1
     fields = {k: v for k, v in values.items() if k != "roster"}
@@ -232,11 +214,11 @@ def workflow_create(
     """A new workflow with its first version. `roster` is a list of Specialist; `rubric`
     grades the final result."""
     values = _validated(team, locals())
-    _ensure_unique_name(team, values["name"])
+    ensure_unique_name(Workflow, team, values["name"], noun="a workflow")
     workflow = Workflow.objects.create(
         team=team,
         name=values["name"],
-        slug=_unique_slug(team, values["name"]),
+        slug=unique_slug(Workflow, team, values["name"], fallback="workflow"),
         description=values["description"],
         created_by=actor if getattr(actor, "is_authenticated", False) else None,
     )
@@ -277,7 +259,9 @@ def workflow_update(
     if workflow.is_archived:
         raise ValidationError("An archived workflow cannot be edited; unarchive it first.")
     values = _validated(workflow.team, locals())
-    _ensure_unique_name(workflow.team, values["name"], exclude_pk=workflow.pk)
+    ensure_unique_name(
+        Workflow, workflow.team, values["name"], noun="a workflow", exclude_pk=workflow.pk
+    )
     current = workflow.current_version
     before = current.snapshot() if current else {}
     after = _comparable(values)

@@ -4,27 +4,14 @@ import pytest
 
 from agentops.agents.services import agent_create
 from agentops.llm.catalogue import DEFAULT_MODEL
-from agentops.llm.client import simulator_transport
 from agentops.memory import services
 from agentops.memory.models import AttachmentMode
 from agentops.runs.services import run_execute_inline, run_start
 
 
 @pytest.fixture(autouse=True)
-def _generous_rate_limits(settings):
-    # The suite shares one simulator key; its default per-minute limits are not under test.
-    settings.AGENTOPS_RATE_DEFAULT_RPM = 100_000
-    settings.AGENTOPS_RATE_DEFAULT_ITPM = 100_000_000
-    settings.AGENTOPS_RATE_DEFAULT_OTPM = 100_000_000
-
-
-@pytest.fixture
-def sim():
-    """The in-process simulator every model call goes to, emptied of earlier requests."""
-    transport = simulator_transport()
-    transport.clear()
-    yield transport
-    transport.clear()
+def _generous_rate_limits(generous_rate_limits):
+    pass
 
 
 @pytest.fixture

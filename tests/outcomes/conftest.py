@@ -6,5 +6,4 @@ from tests.runs.conftest import (  # noqa: F401
     drain,
     make_agent,
     private_queue,
-    sim,
 )

@@ -10,7 +10,6 @@ import pytest
 from agentops.agents.services import agent_create, allowlist_entry_add, webhook_tool_create
 from agentops.agents.tools import ToolOutcome, ToolSpec, registry
 from agentops.llm.catalogue import DEFAULT_MODEL
-from agentops.llm.client import simulator_transport
 from agentops.runs import services
 
 CALLS = []
@@ -54,26 +53,14 @@ for _spec in TEST_TOOLS:
 
 
 @pytest.fixture(autouse=True)
-def _generous_rate_limits(settings):
-    # The suite shares one simulator key; its default per-minute limits are not under test.
-    settings.AGENTOPS_RATE_DEFAULT_RPM = 100_000
-    settings.AGENTOPS_RATE_DEFAULT_ITPM = 100_000_000
-    settings.AGENTOPS_RATE_DEFAULT_OTPM = 100_000_000
+def _generous_rate_limits(generous_rate_limits):
+    pass
 
 
 @pytest.fixture
 def tool_calls():
     CALLS.clear()
     return CALLS
-
-
-@pytest.fixture
-def sim():
-    """The in-process simulator the engine talks to, emptied of earlier requests."""
-    transport = simulator_transport()
-    transport.clear()
-    yield transport
-    transport.clear()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -15,6 +14,8 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.db import connection
+
+from agentops.llm.benchmarks import celery_worker_command
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,27 +68,9 @@ class Worker:
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - kept open for the process
             prefix=f"agentops-{name}-", suffix=".log", delete=False
         )
-        self.command = command = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "agentops",
-            "worker",
-            "--pool",
-            "threads",
-            "--concurrency",
-            str(concurrency),
-            "--loglevel",
-            "INFO",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "-Q",
-            queue,
-            "-n",
-            f"{name}@%h",
-        ]
+        self.command = command = celery_worker_command(
+            name=name, concurrency=concurrency, queue=queue, loglevel="INFO"
+        )
         if beat:
             command += ["-B", "--schedule", str(Path(tempfile.gettempdir()) / f"{name}-beat")]
         self._spawn()

@@ -6,25 +6,13 @@ import uuid
 import pytest
 
 from agentops.agents.services import agent_create
-from agentops.llm.client import simulator_transport
 from agentops.runs import services as engine
 from agentops.workflows.services import Specialist, workflow_create
 
 
 @pytest.fixture(autouse=True)
-def _generous_rate_limits(settings):
-    # The suite shares one simulator key; its default per-minute limits are not under test.
-    settings.AGENTOPS_RATE_DEFAULT_RPM = 100_000
-    settings.AGENTOPS_RATE_DEFAULT_ITPM = 100_000_000
-    settings.AGENTOPS_RATE_DEFAULT_OTPM = 100_000_000
-
-
-@pytest.fixture
-def sim():
-    transport = simulator_transport()
-    transport.clear()
-    yield transport
-    transport.clear()
+def _generous_rate_limits(generous_rate_limits):
+    pass
 
 
 @pytest.fixture
