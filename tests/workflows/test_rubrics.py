@@ -529,3 +529,32 @@ def test_rerun_from_the_run_page_keeps_a_workflow_run_a_workflow_run(
     rerun = original.workflow_run.workflow.runs.exclude(run=original).get().run
     assert response["Location"] == reverse("runs:detail", args=[rerun.pk])
     assert rerun.rerun_of == original
+
+
+def test_the_schedule_form_takes_a_rubric_for_a_workflow(
+    alice_client, graded_workflow, rubric, strict_rubric, alice
+):
+    workflow = graded_workflow(rubrics=[None], final=rubric)
+    data = {
+        "name": "Nightly brief",
+        "workflow": workflow.pk,
+        "agent": "",
+        "rubric": strict_rubric.pk,
+        "input": TASK,
+        "kind": "interval",
+        "every_minutes": 60,
+        "timezone": "UTC",
+        "overlap": "skip",
+    }
+    response = alice_client.post(reverse("workflows:schedule-create"), data)
+    assert response.status_code == 302
+    schedule = workflow.schedules.get()
+    assert schedule.rubric == strict_rubric
+    outcomes.rubric_set_archived(rubric=strict_rubric, actor=alice, archived=True)
+    edit = reverse("workflows:schedule-edit", args=[schedule.pk])
+    page = alice_client.get(edit).text
+    assert f'<option value="{strict_rubric.pk}" selected>Strict (archived)</option>' in page
+    response = alice_client.post(edit, {**data, "name": "Renamed"})
+    assert response.status_code == 400 and "is archived" in response.text
+    schedule.refresh_from_db()
+    assert schedule.name == "Nightly brief"
