@@ -3,7 +3,7 @@
 from decimal import Decimal
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 
 from agentops.llm import services
 from agentops.llm.models import CallStatus, ModelCallRecord, RateLimit
@@ -175,6 +175,42 @@ def test_model_call_refuses_to_run_inside_a_transaction(team_a, sim):
     with transaction.atomic(), pytest.raises(services.ModelCallInTransaction):
         ask(team_a)
     assert not sim.received
+
+
+@pytest.fixture
+def connection_held_during_call(monkeypatch):
+    """For each call: whether its thread still held a database connection while it waited."""
+    held = []
+    real_execute_call = services.execute_call
+
+    def watched(**kwargs):
+        held.append(connection.connection is not None)
+        return real_execute_call(**kwargs)
+
+    monkeypatch.setattr(services, "execute_call", watched)
+    return held
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_call_hands_its_database_connection_back_to_the_pool_while_it_waits(
+    team_a, sim, connection_held_during_call
+):
+    # A fan-out runs more worker threads than the pool has connections; one held through a
+    # long call would make the others wait for it.
+    assert connection.settings_dict["OPTIONS"].get("pool")
+    connection.ensure_connection()
+    ask(team_a)
+    assert connection_held_during_call == [False]
+    # The call's record took a connection from the pool again.
+    assert ModelCallRecord.objects.filter(team=team_a, status=CallStatus.OK).count() == 1
+    assert connection.connection is not None
+
+
+def test_inside_a_test_transaction_a_call_keeps_its_connection(
+    team_a, sim, connection_held_during_call
+):
+    ask(team_a)
+    assert connection_held_during_call == [True]
 
 
 def test_environment_key_and_base_url_are_used(team_a, settings, monkeypatch):
