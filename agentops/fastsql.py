@@ -160,6 +160,26 @@ def save_rows(*instances_to_save):
     batch(*(update(instance) for instance in instances_to_save))
 
 
+def _outermost_atomic_block():
+    blocks = connection.atomic_blocks
+    return (
+        len(blocks) == 1
+        and not getattr(blocks[0], "_from_testcase", False)
+        and not connection.needs_rollback
+    )
+
+
+def save_rows_and_commit(*instances_to_save):
+    """The last statement of an outermost transaction.atomic() block: save the rows and, on
+    PostgreSQL, COMMIT in the same round trip. The block's own commit then finds the
+    connection idle, which psycopg skips, and runs the on_commit callbacks as usual. Inside
+    another block (a test case's, a caller's) or elsewhere, only the rows are saved."""
+    statements = [update(instance) for instance in instances_to_save]
+    if batched() and _outermost_atomic_block():
+        statements.append(("COMMIT", []))
+    batch(*statements)
+
+
 def _insert_sql(model):
     meta = model._meta
     fields = [field for field in meta.concrete_fields if not field.primary_key]

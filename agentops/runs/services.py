@@ -175,19 +175,22 @@ def child_thread_end(*, run, thread, outcome, text=""):
     }.get(outcome, ThreadStatus.FAILED)
     if outcome == "succeeded":
         thread.output = text
-    thread.save()
-    if outcome != "succeeded":  # a thread that answered has nothing left open
+    else:  # a thread that answered has nothing left open
         Step.objects.filter(thread=thread, status__in=OPEN_STEP_STATUSES).update(
             status=StepStatus.CANCELLED, finished_at=now, error=f"Not executed: thread {outcome}."
         )
-    parent = Thread.objects.select_for_update().get(pk=thread.parent_id)
+    # Saving the thread and locking its parent go in one round trip: every sibling that
+    # ends waits for this run's row lock while it is held.
+    lock_parent, parent_part = fastsql.lock(Thread, thread.parent_id)
+    _, parent_row = fastsql.batch(fastsql.update(thread), lock_parent)
+    parent = fastsql.locked(parent_row, Thread, thread.parent_id, parent_part)
     parent.pending_children = max(parent.pending_children - 1, 0)
     for hook in CHILD_FINISHED_HOOKS:
         hook(run=run, parent=parent, child=thread, outcome=outcome, text=text)
     if parent.pending_children == 0:
         for hook in CHILDREN_FINISHED_HOOKS:
             hook(parent=parent)
-    parent.save()
+    fastsql.save_rows(parent)
 
 
 def threads_stop(threads, *, status, reason):
@@ -619,7 +622,7 @@ def _execute_tool_step(step):
         _record_tool_result(
             run, thread, locked, content=content, is_error=outcome.is_error, latency_ms=latency_ms
         )
-        fastsql.save_rows(run, thread)
+        fastsql.save_rows_and_commit(run, thread)
 
 
 def _lock_run_and_thread(step, then):
@@ -688,7 +691,7 @@ def _record_model_result(step, result):
         if run.is_active and thread.status not in FINISHED_THREAD_STATUSES:
             thread.turns += 1
             _continue_after_model(run, thread, step, result.content)
-        fastsql.save_rows(run, thread)
+        fastsql.save_rows_and_commit(run, thread)
 
 
 def _continue_after_model(run, thread, step, content):
@@ -797,7 +800,7 @@ def _record_tool_result(run, thread, step, *, content, is_error, latency_ms):
     step.response = {"content": content, "is_error": bool(is_error)}
     step.latency_ms = latency_ms
     step.finished_at = timezone.now()
-    step.save()
+    fastsql.save_rows(step)
     run.tool_calls += 1
     thread.pending_tools = max(thread.pending_tools - 1, 0)
     if thread.pending_tools or not run.is_active or thread.status in FINISHED_THREAD_STATUSES:

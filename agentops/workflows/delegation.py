@@ -15,6 +15,7 @@ The engine (agentops.runs.services) calls in here through its extension points:
 from django.db.models import Sum
 from django.utils import timezone
 
+from agentops import fastsql
 from agentops.agents.tools import ToolFailure, ToolSpec, register, registry
 from agentops.outcomes.loop import thread_grade
 from agentops.outcomes.models import Evaluation, Verdict
@@ -254,7 +255,9 @@ def delegation_finished(*, run, parent, child, outcome, text):
     delegation.started_at = delegation.started_at or delegation.finished_at
     if outcome != "succeeded":
         delegation.error = text
-    delegation.save(update_fields=["status", "finished_at", "started_at", "error"])
+    fastsql.batch(
+        fastsql.update(delegation, fields=["status", "finished_at", "started_at", "error"])
+    )
     step = delegation.step
     if outcome == "succeeded":
         content, is_error = text or "(The specialist returned no text.)", False
@@ -270,8 +273,12 @@ def delegation_finished(*, run, parent, child, outcome, text):
             run=run, thread=parent, step=step, content=content, is_error=is_error
         )
     workflow_run = _workflow_run(run.pk)
-    if workflow_run is not None and run.is_active:
-        start_waiting_children(run=run, version=workflow_run.version)
+    if workflow_run is None or not run.is_active:
+        return
+    version = workflow_run.version
+    # A run starts at most max_children sub-agents: when all may run at once, none waits.
+    if version.max_parallel < version.max_children:
+        start_waiting_children(run=run, version=version)
 
 
 def _grade_note(child):
