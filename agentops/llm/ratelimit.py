@@ -30,6 +30,7 @@ arithmetic under a lock) is only for the embedded default, which runs one worker
 
 import itertools
 import json
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ from dataclasses import dataclass, field
 from django.conf import settings
 
 from .types import RateBudgetExhausted
+
+log = logging.getLogger(__name__)
 
 BUDGETS = ("requests", "input_tokens", "output_tokens")
 BUDGET_LABELS = {
@@ -535,11 +538,19 @@ class RedisLimiter(Limiter):
         return int(reply[0]), int(reply[1])
 
     def _settle(self, bucket, limits, deltas, remaining, hold_s, snapshot, counted_us):
+        import redis
+
         args = ["settle", self.burst_s, ABANDONED_AFTER_S]
         for limit, delta, left in zip(limits.as_tuple(), deltas, remaining, strict=True):
             args += [limit, delta, left]
         args += [hold_s, snapshot, counted_us]
-        self._script(keys=self._keys(bucket), args=args)
+        try:
+            self._script(keys=self._keys(bucket), args=args)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
+            # The call has been answered (and paid for): losing its answer over a refund
+            # would make the engine call the model again. Unsettled, the bucket keeps the
+            # whole reservation until it refills, which errs on the side of sending less.
+            log.warning("Could not settle a rate-limit reservation on %s: %s", bucket, error)
 
     def _state(self, bucket):
         raw = self._script(keys=self._keys(bucket), args=["state", self.burst_s, ABANDONED_AFTER_S])

@@ -303,3 +303,26 @@ def test_a_server_count_is_compared_with_the_bucket_when_the_call_was_sent():
         headers={**headers, **{"anthropic-ratelimit-requests-remaining": "3"}},
     )
     assert limiter.state(bucket=name, limits=limits)["budgets"][0]["available"] == 4
+
+
+def test_a_settlement_that_cannot_reach_redis_keeps_the_reservation_not_the_error(
+    redis_client, caplog
+):
+    import socket
+
+    import redis
+
+    limits = Limits(rpm=60, itpm=10_000, otpm=10_000)
+    # A minute's burst: the buckets hold a minute's budget and refill slowly.
+    limiter = RedisLimiter(redis_client, burst_s=60)
+    name = bucket()
+    reservation = reserve(limiter, name, limits, tokens_in=100, tokens_out=5_000)
+    with socket.socket() as probe:  # a port nothing listens on: Redis is gone
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    gone = redis.Redis(host="127.0.0.1", port=dead_port, socket_connect_timeout=0.5)
+    RedisLimiter(gone, burst_s=60).settle(reservation, input_tokens=100, output_tokens=20)
+    assert "Could not settle" in caplog.text
+    # Nothing was refunded: the 5,000 reserved output tokens stay spent until they refill.
+    output_budget = limiter.state(bucket=name, limits=limits)["budgets"][2]
+    assert output_budget["available"] < output_budget["capacity"] - 4_000
