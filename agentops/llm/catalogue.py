@@ -1,9 +1,10 @@
 """The models a team can pick and the one price table every cost comes from.
 
 Prices are USD per million tokens: input, output, cache write (5-minute TTL) and cache read,
-from Anthropic's published pricing (checked November 2026). A model missing from the table
-(a new release the Models API lists) is priced as the newest model of its family, so a cost
-is always recorded; `Price.exact` says whether it was.
+from Anthropic's published pricing (each model's page on platform.claude.com, checked on
+24 November 2026). A model missing from the table (a new release the Models API lists) is
+priced as the newest model of its family, so a cost is always recorded; `Price.exact` says
+whether it was.
 """
 
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ PRICES = {
     "claude-opus-4-7": _p("5", "25", "6.25", "0.50"),
     "claude-opus-4-6": _p("5", "25", "6.25", "0.50"),
     "claude-opus-4-5": _p("5", "25", "6.25", "0.50"),
-    "claude-sonnet-5-5": _p("2", "10", "2.50", "0.10"),
+    "claude-sonnet-5-5": _p("2", "10", "2.50", "0.20"),
     "claude-sonnet-5": _p("2", "10", "2.50", "0.20"),
     "claude-sonnet-4-6": _p("3", "15", "3.75", "0.30"),
     "claude-sonnet-4-5": _p("3", "15", "3.75", "0.30"),

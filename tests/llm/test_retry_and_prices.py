@@ -57,8 +57,8 @@ def test_cost_of_uses_all_four_prices():
         "cache_creation_input_tokens": 1_000_000,
         "cache_read_input_tokens": 1_000_000,
     }
-    # Sonnet 5.5: 2 + 10 + 2.50 + 0.10
-    assert cost_of("claude-sonnet-5-5", usage) == Decimal("14.600000")
+    # Sonnet 5.5: 2 + 10 + 2.50 + 0.20 (its model page on platform.claude.com)
+    assert cost_of("claude-sonnet-5-5", usage) == Decimal("14.700000")
     assert cost_of("claude-haiku-4-5", {"input_tokens": 1234, "output_tokens": 56}) == Decimal(
         "0.001514"
     )
