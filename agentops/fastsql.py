@@ -161,10 +161,15 @@ def save_rows(*instances_to_save):
 
 
 def _outermost_atomic_block():
+    """Whether the one open atomic block is the transaction itself: it began it (not a
+    savepoint in a transaction someone opened by turning autocommit off) and commits it
+    on exit."""
     blocks = connection.atomic_blocks
     return (
         len(blocks) == 1
         and not getattr(blocks[0], "_from_testcase", False)
+        and connection.commit_on_exit
+        and not connection.savepoint_ids
         and not connection.needs_rollback
     )
 

@@ -546,7 +546,7 @@ class RedisLimiter(Limiter):
         args += [hold_s, snapshot, counted_us]
         try:
             self._script(keys=self._keys(bucket), args=args)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
+        except redis.exceptions.RedisError as error:
             # The call has been answered (and paid for): losing its answer over a refund
             # would make the engine call the model again. Unsettled, the bucket keeps the
             # whole reservation until it refills, which errs on the side of sending less.

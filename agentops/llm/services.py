@@ -16,7 +16,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Count, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
@@ -359,6 +359,16 @@ def model_call(
 
 
 def _record(team, model, outcome, credential, agent_id, label, step_id):
+    try:
+        _insert_record(team, model, outcome, credential, agent_id, label, step_id)
+    except DatabaseError:
+        # The call is made and paid for: its answer matters more than the usage page's
+        # row (the step keeps its tokens and cost). Raising would make the engine call
+        # the model again.
+        log.exception("Could not record a model call: team=%s model=%s", team.pk, model)
+
+
+def _insert_record(team, model, outcome, credential, agent_id, label, step_id):
     result, error = outcome.result, outcome.error
     usage = result.usage if result else {}
     # One INSERT per model call: precompiled (see agentops/fastsql.py), autocommitted.

@@ -52,10 +52,6 @@ def _record_uses(thread):
 
 
 def uses_of(thread):
-    # Before a thread's first answer nothing is recorded yet, unless a retry of its first
-    # call did; _record_uses then keeps what that one recorded.
-    if thread.turns == 0:
-        return _record_uses(thread)
     uses = list(MemoryUse.objects.filter(thread=thread).select_related("store"))
     return uses or _record_uses(thread)
 

@@ -213,6 +213,23 @@ def test_inside_a_test_transaction_a_call_keeps_its_connection(
     assert connection_held_during_call == [True]
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_call_whose_record_cannot_be_written_still_returns_its_paid_answer(team_a, sim, caplog):
+    # Raising would make the run engine call the model again for the same step.
+    table = ModelCallRecord._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE {table} ADD CONSTRAINT refuse_all CHECK (false) NOT VALID")
+    try:
+        result = ask(team_a)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"ALTER TABLE {table} DROP CONSTRAINT refuse_all")
+    assert result.stop_reason == "end_turn" and result.text
+    assert len(sim.received) == 1
+    assert "Could not record a model call" in caplog.text
+    assert not ModelCallRecord.objects.filter(team=team_a).exists()
+
+
 def test_environment_key_and_base_url_are_used(team_a, settings, monkeypatch):
     from agentops.llm import client as llm_client
 

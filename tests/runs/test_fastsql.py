@@ -56,3 +56,19 @@ def test_inside_a_test_case_it_only_saves(team_a):
         fastsql.save_rows_and_commit(team_a)
     assert connection.connection.info.transaction_status == TransactionStatus.INTRANS
     assert Team.objects.get(pk=team_a.pk).name == "Renamed"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_block_inside_a_transaction_its_caller_opened_does_not_commit_it():
+    team = Team.objects.create(name="Before", slug="before")
+    transaction.set_autocommit(False)
+    try:
+        Team.objects.filter(pk=team.pk).update(slug="caller-wrote")
+        with transaction.atomic():  # a savepoint: the caller owns the transaction
+            team.name = "After"
+            fastsql.save_rows_and_commit(team)
+        transaction.rollback()
+    finally:
+        transaction.set_autocommit(True)
+    team.refresh_from_db()
+    assert (team.name, team.slug) == ("Before", "before")
