@@ -26,6 +26,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -185,6 +186,36 @@ def _phase(
             worker.stop()
 
 
+def _timeline(run):
+    """Where the unlimited phase's makespan went, in seconds from the run's creation, read
+    from its steps: the children's first steps queued, their model calls under way (a
+    call's start is its end minus its latency), their calls answered, and the lead's
+    synthesis queued by the last child's checkpoint. `checkpoints_s` is that last gap: the
+    children's checkpoints, which take the run's row lock one after another."""
+    from agentops.runs.models import StepKind, ThreadRole
+
+    def since_start(moment):
+        return round((moment - run.created_at).total_seconds(), 3)
+
+    steps = list(run.steps.filter(kind=StepKind.MODEL_CALL).select_related("thread"))
+    children = [step for step in steps if step.thread.role != ThreadRole.LEAD]
+    synthesis = max(
+        (step for step in steps if step.thread.role == ThreadRole.LEAD),
+        key=lambda step: step.sequence,
+    )
+    calls_started = max(
+        step.finished_at - timedelta(milliseconds=step.latency_ms) for step in children
+    )
+    calls_answered = max(step.finished_at for step in children)
+    return {
+        "children_queued_s": since_start(max(step.enqueued_at for step in children)),
+        "children_calls_started_s": since_start(calls_started),
+        "children_answered_s": since_start(calls_answered),
+        "lead_resumed_s": since_start(synthesis.enqueued_at),
+        "checkpoints_s": round((synthesis.enqueued_at - calls_answered).total_seconds(), 3),
+    }
+
+
 def _teardown(team):
     """Delete the throwaway team; runs first, since they pin agent and workflow versions."""
     from agentops.runs.models import Run
@@ -250,6 +281,7 @@ def bench_fanout(options, log):
                 "ratio": round(makespan / critical_path, 4),
                 "cold_makespan_s": round(cold, 3),
                 "model_calls": run.model_calls,
+                "timeline": _timeline(run),
             }
         )
 

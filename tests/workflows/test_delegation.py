@@ -1,3 +1,4 @@
+import pytest
 from django.db.models import Count
 
 from agentops.llm.models import ModelCallRecord
@@ -183,3 +184,22 @@ def test_schedule_trigger_is_recorded(make_workflow, sim):
     )
     assert run.trigger == RunTrigger.SCHEDULE
     assert run.workflow_run.version == run.workflow_run.workflow.current_version
+
+
+def test_the_fan_out_benchmark_reads_where_a_run_spent_its_time(make_workflow, sim, drain):
+    from agentops.workflows.bench import _timeline
+
+    workflow = make_workflow(mode=WorkflowMode.FAN_OUT)
+    run = drain(workflow_run_start(workflow=workflow, input="Assess solar panels."))
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    timeline = _timeline(run)
+    assert (
+        0
+        <= timeline["children_queued_s"]
+        <= timeline["children_answered_s"]
+        <= timeline["lead_resumed_s"]
+    )
+    assert timeline["children_calls_started_s"] <= timeline["children_answered_s"]
+    assert timeline["checkpoints_s"] == pytest.approx(
+        timeline["lead_resumed_s"] - timeline["children_answered_s"], abs=0.002
+    )
