@@ -131,6 +131,8 @@ TEMPLATES = [
     }
 ]
 
+WORKER_THREADS = _env_int("AGENTOPS_WORKER_CONCURRENCY", 8, minimum=1)
+
 if EMBEDDED:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {
@@ -155,10 +157,12 @@ else:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL)}
     if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         # Celery closes Django's connections around every task; a pool makes that a return
-        # to the pool instead of a new PostgreSQL connection per step.
+        # to the pool instead of a new PostgreSQL connection per step. Every worker thread
+        # may be talking to the database at once (none holds a connection through a model
+        # call), so by default the pool has room for all of them.
         DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
             "min_size": 2,
-            "max_size": _env_int("AGENTOPS_DB_POOL_MAX", 20, minimum=2),
+            "max_size": _env_int("AGENTOPS_DB_POOL_MAX", max(20, WORKER_THREADS + 2), minimum=2),
             "timeout": 30,
         }
 
@@ -267,7 +271,7 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_POOL = "threads"
-CELERY_WORKER_CONCURRENCY = _env_int("AGENTOPS_WORKER_CONCURRENCY", 8, minimum=1)
+CELERY_WORKER_CONCURRENCY = WORKER_THREADS
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_BACKEND = None

@@ -72,3 +72,23 @@ def test_embedded_default_needs_no_variable(tmp_path):
     result = _manage("check", env={"AGENTOPS_VAR_DIR": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "agentops.sqlite3").exists() or (tmp_path / "broker").exists()
+
+
+def _pool_and_threads(**variables):
+    script = (
+        "from django.conf import settings; "
+        "print(settings.DATABASES['default']['OPTIONS']['pool']['max_size'], "
+        "settings.CELERY_WORKER_CONCURRENCY)"
+    )
+    result = _manage("shell", "-c", script, env={**PRODUCTION, **variables})
+    assert result.returncode == 0, result.stderr
+    return tuple(int(value) for value in result.stdout.strip().splitlines()[-1].split())
+
+
+def test_the_database_pool_has_room_for_every_worker_thread():
+    assert _pool_and_threads() == (20, 8)
+    assert _pool_and_threads(AGENTOPS_WORKER_CONCURRENCY="40") == (42, 40)
+    assert _pool_and_threads(AGENTOPS_WORKER_CONCURRENCY="40", AGENTOPS_DB_POOL_MAX="10") == (
+        10,
+        40,
+    )

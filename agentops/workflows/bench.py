@@ -70,8 +70,10 @@ class _Workers:
         Path(self.log.name).unlink(missing_ok=True)
 
 
-def _environment(*, base_url, api_key, rpm, itpm, otpm, queue):
+def _environment(*, base_url, api_key, rpm, itpm, otpm, queue, threads):
     return worker_environment(
+        # The worker's threads, for the settings that follow them (the database pool).
+        AGENTOPS_WORKER_CONCURRENCY=str(threads),
         # A private queue: a production worker on the same broker never takes these steps.
         AGENTOPS_CELERY_QUEUE=queue,
         ANTHROPIC_BASE_URL=base_url,
@@ -168,7 +170,11 @@ def _phase(
     their database connections and clients), wait `rest_s` (for the rate-limit buckets the
     warm-up spent to refill), then measured; return (run, makespan, cold makespan)."""
     env = _environment(
-        base_url=server.url, api_key=api_key, queue=app.conf.task_default_queue, **limits
+        base_url=server.url,
+        api_key=api_key,
+        queue=app.conf.task_default_queue,
+        threads=concurrency,
+        **limits,
     )
     # Several processes, as a deployment scales out: one Python process's threads share one
     # interpreter lock, and each model call costs some CPU (the SDK, JSON, the database).
