@@ -14,7 +14,7 @@ from .models import (
     Workflow,
     WorkflowMode,
 )
-from .services import Specialist, cron_errors
+from .services import INTERVAL_TOO_LONG, MAX_INTERVAL_MINUTES, Specialist, cron_errors
 
 
 class AgentVersionChoiceField(forms.ModelChoiceField):
@@ -298,7 +298,13 @@ class ScheduleForm(forms.Form):
         label="Cron expression",
         help_text="Five fields: minute hour day-of-month month day-of-week, e.g. 0 9 * * mon-fri",
     )
-    every_minutes = forms.IntegerField(required=False, min_value=1, label="Every N minutes")
+    every_minutes = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=MAX_INTERVAL_MINUTES,
+        error_messages={"max_value": INTERVAL_TOO_LONG},
+        label="Every N minutes",
+    )
     timezone = forms.ChoiceField(choices=TIMEZONE_CHOICES, initial="UTC", label="Time zone")
     overlap = forms.ChoiceField(choices=OverlapPolicy.choices, initial=OverlapPolicy.SKIP)
 

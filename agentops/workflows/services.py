@@ -398,6 +398,8 @@ def _schedule_values(team, values):
     elif kind == ScheduleKind.INTERVAL:
         if not every or int(every) < 1:
             errors["every_minutes"] = "Give an interval of at least one minute."
+        elif int(every) > MAX_INTERVAL_MINUTES:
+            errors["every_minutes"] = INTERVAL_TOO_LONG
         cron = ""
     else:
         errors["kind"] = "Choose cron or interval."
@@ -601,6 +603,15 @@ def _cron_next(expression, tz, now):
     return (start + delta).astimezone(UTC)
 
 
+# Beyond a year an interval is a date, which a cron expression says better; and a huge
+# one would overflow datetime arithmetic (the next-run time, and beat's own).
+MAX_INTERVAL_MINUTES = 366 * 24 * 60
+INTERVAL_TOO_LONG = (
+    f"Give an interval of at most {MAX_INTERVAL_MINUTES:,} minutes (366 days); for rarer "
+    "runs use a cron expression."
+)
+
+
 def schedule_next_run(schedule, *, now=None):
     """When beat will next fire the schedule, or None when it is paused."""
     task = schedule.periodic_task
@@ -612,10 +623,12 @@ def schedule_next_run(schedule, *, now=None):
     if task.interval is not None:
         every = timedelta(minutes=task.interval.every)
         last = task.last_run_at or task.start_time or task.date_changed or now
-        upcoming = last + every
-        while upcoming < now:
-            upcoming += every
-        return upcoming
+        # The first firing still ahead (beat catches up on missed ones with one run).
+        firings = max(-((last - now) // every), 1)
+        try:
+            return last + every * firings
+        except OverflowError:  # an interval saved before intervals had an upper bound
+            return None
     return None
 
 

@@ -144,3 +144,29 @@ def test_paused_schedule_does_not_fire(workflow_schedule, alice):
     schedule_pause(schedule=schedule, actor=alice)
     assert schedule_fire(schedule_id=schedule.pk) is None
     assert not schedule.fires.exists()
+
+
+def test_an_interval_beyond_a_year_is_refused_by_the_service(workflow_schedule):
+    with pytest.raises(ValidationError) as refused:
+        workflow_schedule(kind=ScheduleKind.INTERVAL, cron="", every_minutes=366 * 24 * 60 + 1)
+    assert "at most 527,040 minutes" in str(refused.value)
+
+
+def test_the_next_run_of_an_interval_is_the_first_firing_still_ahead(workflow_schedule):
+    schedule = workflow_schedule(kind=ScheduleKind.INTERVAL, cron="", every_minutes=60)
+    task = schedule.periodic_task
+    task.last_run_at = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
+    task.save()
+    schedule.refresh_from_db()
+    now = datetime(2026, 11, 24, 10, 30, tzinfo=UTC)
+    assert schedule_next_run(schedule, now=now) == datetime(2026, 11, 24, 11, 0, tzinfo=UTC)
+    on_the_hour = datetime(2026, 11, 24, 11, 0, tzinfo=UTC)
+    assert schedule_next_run(schedule, now=on_the_hour) == on_the_hour
+
+
+def test_an_interval_saved_too_long_to_compute_shows_no_next_run(workflow_schedule):
+    # Saved before intervals had an upper bound (SQLite, the embedded default, stores any
+    # integer; PostgreSQL's column refuses one this large): the pages must not fail.
+    schedule = workflow_schedule(kind=ScheduleKind.INTERVAL, cron="", every_minutes=60)
+    schedule.periodic_task.interval.every = 99_999_999_999
+    assert schedule_next_run(schedule) is None

@@ -252,3 +252,23 @@ def test_viewer_role_can_list(member_of_team_a, login, make_workflow, team_a, al
     assert viewer.get(reverse("workflows:list")).status_code == 200
     assert "Hourly" in viewer.get(reverse("workflows:schedules")).text
     assert viewer.get(reverse("workflows:schedule-create")).status_code == 403
+
+
+def test_an_interval_longer_than_a_year_is_refused_and_nothing_typed_is_lost(
+    alice_client, make_workflow
+):
+    workflow = make_workflow()
+    data = {
+        "name": "Far apart",
+        "workflow": workflow.pk,
+        "input": "Summarize the decade.",
+        "kind": "interval",
+        "every_minutes": 99_999_999_999,
+        "timezone": "UTC",
+        "overlap": "skip",
+    }
+    response = alice_client.post(reverse("workflows:schedule-create"), data)
+    assert response.status_code == 400
+    assert "at most 527,040 minutes" in response.text
+    assert "Summarize the decade." in response.text and "Far apart" in response.text
+    assert not Schedule.objects.exists()
