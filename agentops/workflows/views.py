@@ -7,7 +7,7 @@ from django.views.decorators.http import require_POST
 
 from agentops.outcomes.models import Evaluation
 from agentops.pagination import paginate
-from agentops.runs.models import Run, StepKind, Thread
+from agentops.runs.models import Run, StepKind, StepStatus, Thread
 from agentops.teams.access import get_for_team, require_editor, require_viewer, team_queryset
 
 from . import services
@@ -301,12 +301,19 @@ def _workflow_run_for(request, pk):
 def run_tree(request, pk):
     run = _workflow_run_for(request, pk)
     rows, span = _thread_rows(run)
+    awaiting = list(
+        run.steps.filter(status=StepStatus.AWAITING_APPROVAL)
+        .select_related("thread__agent_version__agent")
+        .order_by("id")
+    )
     context = {
         "run": run,
         "workflow_run": run.workflow_run,
         "rows": rows,
         "span_s": span,
         "max_parallel_seen": _max_overlap(rows),
+        "awaiting": awaiting,
+        "awaiting_threads": {step.thread_id for step in awaiting},
     }
     template = "workflows/run.html#tree" if request.htmx else "workflows/run.html"
     return render(request, template, context)

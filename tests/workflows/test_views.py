@@ -272,3 +272,36 @@ def test_an_interval_longer_than_a_year_is_refused_and_nothing_typed_is_lost(
     assert "at most 527,040 minutes" in response.text
     assert "Summarize the decade." in response.text and "Far apart" in response.text
     assert not Schedule.objects.exists()
+
+
+def test_a_sub_agent_waiting_for_approval_keeps_the_pages_live_and_links_the_decision(
+    alice_client, alice, make_agent, make_workflow, specialists, sim
+):
+    from agentops.runs import services as engine
+    from agentops.runs.models import StepStatus
+    from agentops.workflows.models import WorkflowMode
+
+    fetcher = make_agent("Fetcher", tools=[{"name": "http_fetch", "permission": "ask"}])
+    workflow = make_workflow(roster=[fetcher, specialists[1]], mode=WorkflowMode.FAN_OUT)
+    run = workflow_run_start(workflow=workflow, input="Use http_fetch for https://example.com/")
+    run = engine.run_execute_inline(run=run)
+    assert run.status == RunStatus.AWAITING_APPROVAL, run.error
+    [waiting] = run.steps.filter(status=StepStatus.AWAITING_APPROVAL)
+    approval = reverse("runs:approval", args=[waiting.pk])
+
+    tree = alice_client.get(reverse("workflows:run", args=[run.pk])).text
+    assert 'hx-trigger="every 1500ms"' in tree  # it did stop polling here
+    assert "Waiting for your approval" in tree and approval in tree
+    assert "Fetcher wants to call <code>http_fetch</code>" in tree
+    assert "Awaiting approval</span>" in tree
+
+    thread_page = alice_client.get(
+        reverse("workflows:thread", args=[run.pk, waiting.thread_id])
+    ).text
+    assert 'hx-select="#thread-live"' in thread_page and approval in thread_page
+
+    engine.step_decide(step=waiting, actor=alice, approve=False)
+    run = engine.run_execute_inline(run=run)
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    tree = alice_client.get(reverse("workflows:run", args=[run.pk])).text
+    assert "hx-trigger" not in tree and "Waiting for your approval" not in tree
