@@ -323,6 +323,7 @@ def version_diff(old, new):
         "budget_tokens": "Run token budget",
         "budget_cost_usd": "Run cost budget (USD)",
         "child_budget_tokens": "Token budget per sub-agent",
+        "rubric": "Rubric for the final result",
         "roster": "Roster",
     }
     a, b = old.snapshot(), new.snapshot()
@@ -335,7 +336,14 @@ def version_diff(old, new):
 
 def _shown(key, value):
     if key == "roster":
-        return "\n".join(f"{entry['agent']}: {entry['role']}" for entry in value) or "(none)"
+        return (
+            "\n".join(
+                f"{entry['agent']}: {entry['role']}"
+                + (f" (graded by {entry['rubric']})" if entry.get("rubric") else "")
+                for entry in value
+            )
+            or "(none)"
+        )
     if value is None or value == "":
         return "(not set)"
     return str(value)

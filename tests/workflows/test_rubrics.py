@@ -30,6 +30,7 @@ from agentops.workflows.services import (
     schedule_create,
     schedule_fire,
     thread_cancel,
+    version_diff,
     workflow_create,
     workflow_run_start,
     workflow_update,
@@ -287,6 +288,22 @@ def test_rubrics_are_part_of_the_version_and_checked(
         workflow_update(roster=roster, rubric=rubric, **{**values, "name": "Renamed"})
     assert "archived" in error.value.message_dict["rubric"][0]
     assert "archived" in error.value.message_dict["roster"][0]
+
+
+def test_the_version_comparison_shows_rubric_changes(
+    graded_workflow, rubric, specialists, lead, alice
+):
+    workflow = graded_workflow(rubrics=[None])
+    first = workflow.current_version
+    values = dict(workflow=workflow, actor=alice, name=workflow.name, lead_agent=lead)
+    plain = [Specialist(agent=specialists[0], role_description="the Researcher.")]
+    graded = [Specialist(agent=specialists[0], role_description="the Researcher.", rubric=rubric)]
+    final = workflow_update(roster=plain, rubric=rubric, **values)
+    assert ("Rubric for the final result", "(not set)", rubric.slug) in version_diff(first, final)
+    specialist = workflow_update(roster=graded, rubric=rubric, **values)
+    [(label, before, after)] = version_diff(final, specialist)
+    assert label == "Roster" and before != after
+    assert after.endswith(f"(graded by {rubric.slug})")
 
 
 def test_starting_with_an_archived_final_rubric_is_refused(graded_workflow, rubric, alice):
