@@ -317,6 +317,9 @@ class Evaluation(models.Model):
     def verdict_tone(self):
         return VERDICT_TONE.get(self.verdict, "")
 
+    def get_human_verdict_tone(self):
+        return VERDICT_TONE.get(self.human_verdict, "")
+
 
 class Iteration(models.Model):
     """One worker output and the grader's answer to it. Every iteration is kept."""

@@ -283,6 +283,13 @@ def test_the_run_page_shows_the_evaluation_and_links_both_ways(
     assert ">Grader<" in page or "Grader\n" in page
     review = alice_client.get(reverse("review:evaluation", args=[evaluation.pk])).content.decode()
     assert reverse("runs:detail", args=[run.pk]) in review
+    # A reviewer's override is the verdict the run page shows from then on.
+    from agentops.outcomes.services import evaluation_review
+
+    evaluation_review(evaluation=evaluation, reviewer=alice, verdict="failed")
+    page = alice_client.get(reverse("runs:detail", args=[run.pk])).content.decode()
+    assert 'id="run-verdict" data-reviewed-verdict>Rubric does not apply<' in page
+    assert "the grader said satisfied" in page
 
 
 def test_the_run_page_of_a_graded_run_is_denied_to_others(

@@ -161,6 +161,11 @@ def test_reviewer_overrides_a_criterion_and_the_verdict(bob_client, bob, evaluat
     page = bob_client.get(reverse("review:evaluation", args=[evaluation.pk])).content.decode()
     assert "overrode" in page and "Accuracy: 5 → <strong>2</strong>" in page
     assert "Satisfied → <strong>Max iterations reached</strong>" in page
+    # The verdict that counts is the reviewer's, wherever the evaluation shows.
+    assert "Reviewer: Max iterations reached" in page and "Grader: Satisfied" in page
+    queue = bob_client.get(reverse("review:queue")).content.decode()
+    assert "data-reviewed-verdict>Max iterations reached<" in queue
+    assert "the grader said satisfied" in queue
 
 
 def test_out_of_range_override_is_a_field_error(bob_client, evaluation):
