@@ -11,6 +11,7 @@ from agentops.teams.access import (
     require_viewer,
     team_queryset,
 )
+from agentops.workflows.services import workflows_using_agent
 
 from . import services
 from .diff import version_diff
@@ -125,6 +126,15 @@ def agent_archive(request, pk):
     agent = get_for_team(request, Agent, pk=pk)
     services.agent_archive(agent=agent, actor=request.user)
     messages.success(request, f"Archived {agent.name}. Its versions and runs are kept.")
+    using = workflows_using_agent(agent)
+    if using:
+        names = ", ".join(workflow.name for workflow in using)
+        messages.warning(
+            request,
+            f"{agent.name} is in the workflow{'s' if len(using) > 1 else ''} {names}: until "
+            "you unarchive it or save a version without it, their runs cannot use it (a "
+            "delegation to it comes back refused, and a lead cannot start).",
+        )
     return redirect("agents:detail", pk=agent.pk)
 
 

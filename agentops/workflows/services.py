@@ -8,7 +8,7 @@ from datetime import UTC, timedelta
 from celery.schedules import crontab
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import Max, Q
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 from django_celery_beat.validators import crontab_validator
@@ -308,6 +308,17 @@ def workflow_unarchive(*, workflow, actor):
     workflow.save(update_fields=["archived_at", "updated_at"])
     audit_record(team=workflow.team, actor=actor, verb="workflow.unarchive", obj=workflow)
     return workflow
+
+
+def workflows_using_agent(agent):
+    """The team's active workflows whose current version has `agent` as lead or specialist:
+    archiving the agent makes their delegations to it come back refused."""
+    return list(
+        Workflow.objects.filter(team=agent.team, archived_at__isnull=True)
+        .filter(Q(current_version__lead_agent=agent) | Q(current_version__roster__agent=agent))
+        .distinct()
+        .order_by("name")
+    )
 
 
 def version_diff(old, new):

@@ -305,3 +305,19 @@ def test_a_sub_agent_waiting_for_approval_keeps_the_pages_live_and_links_the_dec
     assert run.status == RunStatus.SUCCEEDED, run.error
     tree = alice_client.get(reverse("workflows:run", args=[run.pk])).text
     assert "hx-trigger" not in tree and "Waiting for your approval" not in tree
+
+
+def test_archiving_an_agent_a_workflow_uses_warns_and_the_workflow_page_says_so(
+    alice_client, make_agent, make_workflow, specialists
+):
+    workflow = make_workflow(name="Launch review")
+    researcher = specialists[0]
+    response = alice_client.post(reverse("agents:archive", args=[researcher.pk]), follow=True)
+    page = response.content.decode()
+    assert "is in the workflow Launch review" in page and "comes back refused" in page
+    detail = alice_client.get(reverse("workflows:detail", args=[workflow.pk])).content.decode()
+    assert "Delegations to it come back refused" in detail
+    # An agent no workflow uses is archived without the warning.
+    loner = make_agent("Loner")
+    page = alice_client.post(reverse("agents:archive", args=[loner.pk]), follow=True).text
+    assert "Archived Loner" in page and "is in the workflow" not in page
