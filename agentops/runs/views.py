@@ -23,7 +23,12 @@ from .models import Run, Step, StepStatus
 @require_viewer
 def run_list(request):
     form = RunFilterForm(request.GET or None, team=request.team)
-    runs = form.filter(team_queryset(request, Run).select_related("agent", "agent_version"))
+    # A workflow's run is listed as the workflow's, with its lead agent.
+    runs = form.filter(
+        team_queryset(request, Run).select_related(
+            "agent", "agent_version", "workflow_run__workflow"
+        )
+    )
     page = paginate(request, runs)
     template = "runs/list.html#runs" if request.htmx else "runs/list.html"
     return render(request, template, {"form": form, "page": page})
@@ -54,7 +59,11 @@ def _run_context(run):
 @require_viewer
 def run_detail(request, pk):
     run = get_for_team(
-        request, Run.objects.select_related("agent", "agent_version", "created_by"), pk=pk
+        request,
+        Run.objects.select_related(
+            "agent", "agent_version", "created_by", "workflow_run__workflow"
+        ),
+        pk=pk,
     )
     # The live region polls this view while the run is active; it gets the fragment only.
     template = "runs/detail.html#live" if request.htmx else "runs/detail.html"

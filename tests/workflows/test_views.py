@@ -321,3 +321,16 @@ def test_archiving_an_agent_a_workflow_uses_warns_and_the_workflow_page_says_so(
     loner = make_agent("Loner")
     page = alice_client.post(reverse("agents:archive", args=[loner.pk]), follow=True).text
     assert "Archived Loner" in page and "is in the workflow" not in page
+
+
+def test_a_workflow_run_is_listed_and_linked_as_the_workflow_s(alice_client, make_workflow, sim):
+    from agentops.runs import services as engine
+
+    workflow = make_workflow(name="Launch review")
+    run = engine.run_execute_inline(run=workflow_run_start(workflow=workflow, input="Go."))
+    tree = reverse("workflows:run", args=[run.pk])
+    listing = alice_client.get(reverse("runs:list")).text
+    assert tree in listing and "Launch review</a>" in listing and "lead Lead" in listing
+    page = alice_client.get(reverse("runs:detail", args=[run.pk])).text
+    assert tree in page and reverse("workflows:detail", args=[workflow.pk]) in page
+    assert reverse("agents:detail", args=[run.agent_id]) in page
