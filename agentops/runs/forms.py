@@ -111,3 +111,9 @@ class DecisionForm(forms.Form):
 class CompareForm(forms.Form):
     a = forms.IntegerField(min_value=1, label="Run")
     b = forms.IntegerField(min_value=1, label="with run")
+
+    def clean(self):
+        data = super().clean()
+        if data.get("a") is not None and data.get("a") == data.get("b"):
+            self.add_error("b", "Choose a different run to compare with.")
+        return data

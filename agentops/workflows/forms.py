@@ -325,7 +325,11 @@ class ScheduleForm(forms.Form):
             problem = cron_errors(data.get("cron", ""))
             if problem:
                 self.add_error("cron", problem)
-        elif kind == ScheduleKind.INTERVAL and not data.get("every_minutes"):
+        elif (
+            kind == ScheduleKind.INTERVAL
+            and not data.get("every_minutes")
+            and "every_minutes" not in self.errors  # already said, e.g. "at least 1"
+        ):
             self.add_error("every_minutes", "Give an interval of at least one minute.")
         return data
 

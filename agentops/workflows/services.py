@@ -368,6 +368,8 @@ FIRE_TASK = "agentops.workflows.tasks.schedule_fire"
 def cron_errors(expression):
     """Why `expression` is not a usable five-field cron expression, or "" when it is."""
     fields = (expression or "").split()
+    if not fields:
+        return "Give a cron expression, e.g. 0 9 * * mon-fri (09:00 on weekdays)."
     if len(fields) != 5:
         return (
             "A cron expression has five fields: minute hour day-of-month month day-of-week "

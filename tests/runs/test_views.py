@@ -268,9 +268,13 @@ def test_compare_two_runs(bob_client, finished_run, agent, alice):
     assert f"Run #{finished_run.pk}" in response.text and f"Run #{other.pk}" in response.text
 
 
-def test_compare_empty_and_invalid(bob_client):
+def test_compare_empty_and_invalid(bob_client, finished_run):
     assert "Pick two runs" in bob_client.get(reverse("runs:compare")).text
     assert bob_client.get(reverse("runs:compare"), {"a": "x"}).status_code == 400
+    itself = {"a": finished_run.pk, "b": finished_run.pk}
+    response = bob_client.get(reverse("runs:compare"), itself)
+    assert response.status_code == 400
+    assert "Choose a different run to compare with." in response.text
 
 
 def test_compare_with_another_teams_run_is_the_same_as_no_run(

@@ -35,6 +35,10 @@ def test_cron_validation(expression, ok):
     assert (cron_errors(expression) == "") is ok
 
 
+def test_an_empty_cron_expression_is_asked_for_not_counted():
+    assert cron_errors("  ").startswith("Give a cron expression")
+
+
 @pytest.fixture
 def workflow_schedule(make_workflow, team_a, alice):
     def make(**extra):

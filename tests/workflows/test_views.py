@@ -334,3 +334,19 @@ def test_a_workflow_run_is_listed_and_linked_as_the_workflow_s(alice_client, mak
     page = alice_client.get(reverse("runs:detail", args=[run.pk])).text
     assert tree in page and reverse("workflows:detail", args=[workflow.pk]) in page
     assert reverse("agents:detail", args=[run.agent_id]) in page
+
+
+def test_an_interval_of_zero_gets_one_error(alice_client, make_workflow):
+    data = {
+        "name": "Never",
+        "workflow": make_workflow().pk,
+        "input": "x",
+        "kind": "interval",
+        "every_minutes": 0,
+        "timezone": "UTC",
+        "overlap": "skip",
+    }
+    response = alice_client.post(reverse("workflows:schedule-create"), data)
+    assert response.status_code == 400
+    assert "Give an interval of at least one minute." not in response.text
+    assert response.text.count("greater than or equal to 1") == 1
