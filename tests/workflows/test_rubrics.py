@@ -35,7 +35,7 @@ from agentops.workflows.services import (
     workflow_run_start,
     workflow_update,
 )
-from tests.workflows.test_views import _form_data
+from tests.workflows.test_views import _form_data, schedule_form_data
 
 pytestmark = pytest.mark.django_db
 
@@ -552,17 +552,7 @@ def test_the_schedule_form_takes_a_rubric_for_a_workflow(
     alice_client, graded_workflow, rubric, strict_rubric, alice
 ):
     workflow = graded_workflow(rubrics=[None], final=rubric)
-    data = {
-        "name": "Nightly brief",
-        "workflow": workflow.pk,
-        "agent": "",
-        "rubric": strict_rubric.pk,
-        "input": TASK,
-        "kind": "interval",
-        "every_minutes": 60,
-        "timezone": "UTC",
-        "overlap": "skip",
-    }
+    data = schedule_form_data(workflow, name="Nightly brief", rubric=strict_rubric.pk, input=TASK)
     response = alice_client.post(reverse("workflows:schedule-create"), data)
     assert response.status_code == 302
     schedule = workflow.schedules.get()
