@@ -6,6 +6,7 @@ from urllib.parse import urlsplit
 from django import forms
 from django.db.models import Q
 
+from agentops.filtering import FilterForm
 from agentops.llm.catalogue import model_choices
 
 from .models import HostAllowlistEntry, ToolPermission
@@ -164,7 +165,7 @@ def _initial_from_version(version):
     }
 
 
-class AgentFilterForm(forms.Form):
+class AgentFilterForm(FilterForm):
     q = forms.CharField(required=False, label="Name or text")
     status = forms.ChoiceField(
         required=False,
@@ -172,9 +173,7 @@ class AgentFilterForm(forms.Form):
     )
 
     def filter(self, queryset):
-        if not self.is_valid():
-            return queryset.filter(archived_at__isnull=True)
-        data = self.cleaned_data
+        data = self.filter_values()
         if data["q"]:
             queryset = queryset.filter(
                 Q(name__icontains=data["q"])

@@ -1,5 +1,6 @@
 from django import forms
 
+from agentops.filtering import FilterForm
 from agentops.llm.catalogue import model_choices
 
 from .models import Criterion, GoldenExample, RubricVersion
@@ -125,14 +126,12 @@ def rubric_forms(data=None, version=None, *, team):
 STATUS_CHOICES = [("", "Active"), ("archived", "Archived"), ("all", "All")]
 
 
-class RubricFilterForm(forms.Form):
+class RubricFilterForm(FilterForm):
     q = forms.CharField(required=False, label="Name")
     status = forms.ChoiceField(required=False, choices=STATUS_CHOICES)
 
     def filter(self, queryset):
-        if not self.is_valid():
-            return queryset.filter(archived_at__isnull=True)
-        data = self.cleaned_data
+        data = self.filter_values()
         if data["q"]:
             queryset = queryset.filter(name__icontains=data["q"])
         if data["status"] == "archived":

@@ -3,6 +3,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import Q
 
 from agentops.agents.models import Agent
+from agentops.filtering import FilterForm
 from agentops.outcomes.models import (
     GRADE_VERDICT_CHOICES,
     EvaluationStatus,
@@ -23,7 +24,7 @@ def team_reviewers(team):
     )
 
 
-class QueueFilterForm(forms.Form):
+class QueueFilterForm(FilterForm):
     rubric = forms.ModelChoiceField(queryset=Rubric.objects.none(), required=False)
     agent = forms.ModelChoiceField(queryset=Agent.objects.none(), required=False)
     verdict = forms.ChoiceField(required=False, choices=[("", "Any verdict"), *Verdict.choices])
@@ -55,9 +56,7 @@ class QueueFilterForm(forms.Form):
         ] + [(u.username, u.username) for u in team_reviewers(team)]
 
     def filter(self, queryset):
-        if not self.is_valid():
-            return queryset
-        data = self.cleaned_data
+        data = self.filter_values()
         if data["rubric"]:
             queryset = queryset.filter(rubric_version__rubric=data["rubric"])
         if data["agent"]:

@@ -4,6 +4,7 @@ from django import forms
 from django.db.models import Q
 
 from agentops.agents.models import Agent
+from agentops.filtering import FilterForm
 
 from .models import RunStatus
 
@@ -58,7 +59,7 @@ class RunStartForm(forms.Form):
         return text
 
 
-class RunFilterForm(forms.Form):
+class RunFilterForm(FilterForm):
     agent = forms.ModelChoiceField(
         queryset=Agent.objects.none(), required=False, empty_label="Any agent"
     )
@@ -72,9 +73,7 @@ class RunFilterForm(forms.Form):
         self.fields["agent"].queryset = Agent.objects.filter(team=team)
 
     def filter(self, queryset):
-        if not self.is_valid():
-            return queryset
-        data = self.cleaned_data
+        data = self.filter_values()
         if data["agent"]:
             queryset = queryset.filter(agent=data["agent"])
         if data["status"]:

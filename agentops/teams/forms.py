@@ -1,6 +1,8 @@
 from django import forms
 from django.contrib.auth import get_user_model
 
+from agentops.filtering import FilterForm
+
 from .models import AuditEvent, Role
 
 
@@ -24,7 +26,7 @@ class TeamSettingsForm(forms.Form):
     name = forms.CharField(max_length=120)
 
 
-class AuditFilterForm(forms.Form):
+class AuditFilterForm(FilterForm):
     q = forms.CharField(required=False, label="Object")
     verb = forms.ChoiceField(required=False)
     actor = forms.CharField(required=False)
@@ -42,9 +44,7 @@ class AuditFilterForm(forms.Form):
         self.fields["verb"].choices = [("", "Any action")] + [(v, v) for v in verbs]
 
     def filter(self, queryset):
-        if not self.is_valid():
-            return queryset
-        data = self.cleaned_data
+        data = self.filter_values()
         if data["q"]:
             queryset = queryset.filter(object_repr__icontains=data["q"])
         if data["verb"]:

@@ -4,6 +4,7 @@ from django import forms
 from django.db.models import Q
 
 from agentops.agents.models import Agent, AgentVersion
+from agentops.filtering import FilterForm
 from agentops.outcomes.models import Rubric
 
 from .models import (
@@ -228,7 +229,7 @@ def workflow_initial(version):
     }
 
 
-class WorkflowFilterForm(forms.Form):
+class WorkflowFilterForm(FilterForm):
     q = forms.CharField(required=False, label="Name or text")
     mode = forms.ChoiceField(required=False, choices=[("", "Any mode"), *WorkflowMode.choices])
     status = forms.ChoiceField(
@@ -236,9 +237,7 @@ class WorkflowFilterForm(forms.Form):
     )
 
     def filter(self, queryset):
-        if not self.is_valid():
-            return queryset.filter(archived_at__isnull=True)
-        data = self.cleaned_data
+        data = self.filter_values()
         if data["q"]:
             queryset = queryset.filter(
                 Q(name__icontains=data["q"]) | Q(description__icontains=data["q"])
@@ -349,16 +348,14 @@ def schedule_initial(schedule):
     }
 
 
-class ScheduleFilterForm(forms.Form):
+class ScheduleFilterForm(FilterForm):
     q = forms.CharField(required=False, label="Name")
     state = forms.ChoiceField(
         required=False, choices=[("", "Any state"), ("enabled", "Enabled"), ("paused", "Paused")]
     )
 
     def filter(self, queryset):
-        if not self.is_valid():
-            return queryset
-        data = self.cleaned_data
+        data = self.filter_values()
         if data["q"]:
             queryset = queryset.filter(name__icontains=data["q"])
         if data["state"] == "enabled":

@@ -40,6 +40,10 @@ def test_list_shows_team_runs_with_filters(alice_client, finished_run, agent, ma
     assert "Unrelated" in by_text.text and f"#{finished_run.pk}<" not in by_text.text
     empty = alice_client.get(reverse("runs:list"), {"status": RunStatus.CANCELLED})
     assert "No runs match these filters" in empty.text
+    # A value that does not parse is said beside its field; the other filters still apply.
+    half = alice_client.get(reverse("runs:list"), {"q": "unrelated", "since": "notadate"})
+    assert "Enter a valid date." in half.text
+    assert "Unrelated" in half.text and f"#{finished_run.pk}<" not in half.text
 
 
 def test_list_htmx_returns_the_fragment(alice_client, run):
