@@ -31,7 +31,9 @@ def run_list(request):
     )
     page = paginate(request, runs)
     template = "runs/list.html#runs" if request.htmx else "runs/list.html"
-    return render(request, template, {"form": form, "page": page})
+    # While a run on this page is still going, the list refreshes itself.
+    live = any(run.is_active for run in page.object_list)
+    return render(request, template, {"form": form, "page": page, "live": live})
 
 
 def _run_context(run):

@@ -60,7 +60,9 @@ def test_efficacy_compares_runs_with_and_without_memory(
 
     page = bob_client.get(reverse("memory:store", args=[attached.store.pk]))
     html = page.content.decode()
-    assert "0.7667" in html and "0.8500" in html and "67 %" in html and "50 %" in html
+    # Scores read as percentages, like everywhere else; differences in points.
+    assert "76.7%" in html and "85.0%" in html and "67 %" in html and "50 %" in html
+    assert "-8.3 points / +16.7 points" in html
 
 
 def test_ungraded_runs_do_not_count(sim, attached, support_agent, run_agent):

@@ -52,6 +52,15 @@ def test_list_htmx_returns_the_fragment(alice_client, run):
     assert "<html" not in response.text and 'id="runs"' in response.text
 
 
+def test_the_list_refreshes_itself_only_while_a_run_on_it_is_going(
+    alice_client, finished_run, agent, alice
+):
+    services.run_start(agent=agent, input="Still going.", actor=alice)  # queued
+    assert 'hx-trigger="every 5s"' in alice_client.get(reverse("runs:list")).text
+    done = alice_client.get(reverse("runs:list"), {"status": RunStatus.SUCCEEDED}).text
+    assert f"#{finished_run.pk}<" in done and 'hx-trigger="every 5s"' not in done
+
+
 def test_list_paginates(alice_client, agent, alice, settings):
     settings.PAGE_SIZE = 2
     for n in range(3):

@@ -141,6 +141,9 @@ def test_audit_log_filters_and_paginates(alice_client, alice, team_a, settings):
     assert len(second.context["page"].object_list) == 1
     empty = alice_client.get(reverse("teams:audit"), {"actor": "nobody"})
     assert b"No audit events match these filters" in empty.content
+    audit_record(team=team_a, actor=alice, verb="thing.rename", obj=team_a, after={"name": "B"})
+    shown = alice_client.get(reverse("teams:audit"), {"verb": "thing.rename"}).text
+    assert "{&quot;name&quot;: &quot;B&quot;}" in shown  # JSON, not a Python dict
 
 
 def test_user_without_a_team_sees_how_to_join(login, django_user_model):

@@ -13,6 +13,12 @@ def percent(value, places=1):
     return f"{Decimal(str(value)) * 100:.{int(places)}f}%"
 
 
+@register.filter
+def points(value):
+    """A difference of two fractions in percentage points: -0.0833 -> "-8.3 points"."""
+    return f"{Decimal(str(value)) * 100:+.1f} points"
+
+
 @register.simple_tag
 def team_rubrics(team):
     """The rubrics a run of `team` may be graded by: not archived, with a version."""

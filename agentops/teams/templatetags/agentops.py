@@ -1,5 +1,7 @@
 """Template helpers shared by every page."""
 
+import json
+
 import nh3
 from django import template
 from django.utils.safestring import mark_safe
@@ -76,3 +78,9 @@ def render_model_output(text):
 @register.filter(name="markdown")
 def markdown_filter(text):
     return render_model_output(text)
+
+
+@register.filter
+def compact_json(value):
+    """Stored data (an audit entry's before and after) as JSON on one line."""
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
