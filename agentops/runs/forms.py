@@ -22,6 +22,7 @@ class RunStartForm(forms.Form):
     budget_cost_usd = forms.DecimalField(
         required=False,
         min_value=Decimal("0.000001"),
+        error_messages={"min_value": "Give at least $0.000001, or leave it empty for no limit."},
         max_digits=12,
         decimal_places=6,
         label="Cost budget (USD)",

@@ -103,6 +103,11 @@ class WorkflowVersion(models.Model):
         """The lead agent version a run started now uses."""
         return self.lead_pinned_version or self.lead_agent.current_version
 
+    @property
+    def mode_name(self):
+        """The mode's label without its explanation ("Fan-out"), for tables and summaries."""
+        return self.get_mode_display().split(":")[0]
+
     def snapshot(self):
         """The versioned configuration as plain data: what a save compares and a diff shows."""
         return {

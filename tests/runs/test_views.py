@@ -146,10 +146,18 @@ def test_start_creates_a_run(alice_client, agent, alice):
 def test_start_rejects_bad_input_with_field_errors(alice_client, agent):
     response = alice_client.post(
         reverse("runs:start", args=[agent.pk]),
-        {"input": "  ", "max_turns": 0, "max_continuations": 0, "budget_tokens": -3},
+        {
+            "input": "  ",
+            "max_turns": 0,
+            "max_continuations": 0,
+            "budget_tokens": -3,
+            "budget_cost_usd": "0",
+        },
     )
     assert response.status_code == 400
     assert "field-error" in response.text
+    assert "Give at least $0.000001, or leave it empty for no limit." in response.text
+    assert reverse("agents:detail", args=[agent.pk]) in response.text  # a way back
     assert Run.objects.count() == 0
 
 

@@ -302,6 +302,7 @@ def test_a_sub_agent_waiting_for_approval_keeps_the_pages_live_and_links_the_dec
     assert "Waiting for your approval" in tree and approval in tree
     assert "Fetcher wants to call <code>http_fetch</code>" in tree
     assert "Awaiting approval</span>" in tree
+    assert "· Fan-out</span>" in tree  # the mode's name, not a cut-off sentence
 
     thread_page = alice_client.get(
         reverse("workflows:thread", args=[run.pk, waiting.thread_id])
