@@ -234,8 +234,13 @@ class WebhookToolForm(forms.Form):
         help_text="Signs each request (X-Agentops-Signature); at least 16 characters.",
     )
     timeout_s = forms.IntegerField(min_value=1, max_value=30, initial=10, label="Timeout (s)")
+    # Offered to admins only: adding the URL's host to the allowlist from here keeps what
+    # was typed in the form (the allowlist itself is under Tools).
+    allow_host = forms.BooleanField(
+        required=False, label="Also add this URL's host to the team's allowlist"
+    )
 
-    def __init__(self, *args, team, tool=None, **kwargs):
+    def __init__(self, *args, team, tool=None, may_allow_hosts=False, **kwargs):
         if tool is not None and "initial" not in kwargs:
             kwargs["initial"] = {
                 "name": tool.name,
@@ -247,10 +252,18 @@ class WebhookToolForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.team = team
         self.tool = tool
+        self.may_allow_hosts = may_allow_hosts
+        self.host_to_allow = None
+        if not may_allow_hosts:
+            del self.fields["allow_host"]
         if tool is None:
             self.fields["secret"].required = True
         else:
             self.fields["secret"].help_text = "Leave empty to keep the current secret."
+
+    def tool_values(self):
+        """The tool's fields for the services (what allow_host asks for is host_to_allow)."""
+        return {k: v for k, v in self.cleaned_data.items() if k != "allow_host"}
 
     def clean_name(self):
         name = self.cleaned_data["name"].strip()
@@ -286,9 +299,17 @@ class WebhookToolForm(forms.Form):
             raise forms.ValidationError(str(error)) from None
         entries = list(HostAllowlistEntry.objects.filter(team=self.team))
         if matching_entry(entries, host) is None:
-            raise forms.ValidationError(
-                f"The host {host} is not on the team's allowlist; an admin adds it under Tools."
-            )
+            if self.may_allow_hosts and self.data.get("allow_host"):
+                self.host_to_allow = host  # the view adds it with the tool
+            elif self.may_allow_hosts:
+                raise forms.ValidationError(
+                    f"The host {host} is not on the team's allowlist: tick "
+                    "\u201cAlso add this URL's host\u201d below to add it with this tool."
+                )
+            else:
+                raise forms.ValidationError(
+                    f"The host {host} is not on the team's allowlist; an admin adds it under Tools."
+                )
         return url
 
 

@@ -194,9 +194,24 @@ def _webhook_audit_values(tool):
 
 
 @transaction.atomic
-def webhook_tool_create(*, team, actor, name, description, input_schema, url, secret, timeout_s=10):
+def webhook_tool_create(
+    *,
+    team,
+    actor,
+    name,
+    description,
+    input_schema,
+    url,
+    secret,
+    timeout_s=10,
+    also_allow_host=None,
+):
+    """A team's webhook tool; `also_allow_host` (an admin's choice in the form) adds its
+    host to the allowlist in the same transaction."""
     if WebhookTool.objects.filter(team=team, name=name).exists():
         raise ValidationError({"name": f"This team already has a tool named {name!r}."})
+    if also_allow_host:
+        allowlist_entry_add(team=team, actor=actor, host=also_allow_host, note=f"tool {name}")
     tool = WebhookTool.objects.create(
         team=team,
         name=name,
@@ -218,9 +233,23 @@ def webhook_tool_create(*, team, actor, name, description, input_schema, url, se
 
 
 @transaction.atomic
-def webhook_tool_update(*, tool, actor, name, description, input_schema, url, timeout_s, secret=""):
-    """Change a webhook tool; an empty `secret` keeps the stored one."""
+def webhook_tool_update(
+    *,
+    tool,
+    actor,
+    name,
+    description,
+    input_schema,
+    url,
+    timeout_s,
+    secret="",
+    also_allow_host=None,
+):
+    """Change a webhook tool; an empty `secret` keeps the stored one. `also_allow_host`
+    as for webhook_tool_create."""
     tool = WebhookTool.objects.select_for_update().get(pk=tool.pk)
+    if also_allow_host:
+        allowlist_entry_add(team=tool.team, actor=actor, host=also_allow_host, note=f"tool {name}")
     if name != tool.name:
         if WebhookTool.objects.filter(team=tool.team, name=name).exclude(pk=tool.pk).exists():
             raise ValidationError({"name": f"This team already has a tool named {name!r}."})

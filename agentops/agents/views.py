@@ -165,14 +165,22 @@ def tools(request):
     return render(request, "agents/tools.html", _tools_context(request))
 
 
+def _webhook_form_options(request):
+    # Admins manage the allowlist, so they may add the tool's host from the tool's form.
+    return {"team": request.team, "may_allow_hosts": request.membership.can_manage}
+
+
 @require_editor
 def webhook_create(request):
-    form = WebhookToolForm(request.POST or None, team=request.team)
+    form = WebhookToolForm(request.POST or None, **_webhook_form_options(request))
     if request.method == "POST":
         if form.is_valid():
             try:
                 tool = services.webhook_tool_create(
-                    team=request.team, actor=request.user, **form.cleaned_data
+                    team=request.team,
+                    actor=request.user,
+                    also_allow_host=form.host_to_allow,
+                    **form.tool_values(),
                 )
             except ValidationError as error:
                 form.add_error(None, error)
@@ -186,11 +194,16 @@ def webhook_create(request):
 @require_editor
 def webhook_edit(request, pk):
     tool = get_for_team(request, WebhookTool, pk=pk)
-    form = WebhookToolForm(request.POST or None, team=request.team, tool=tool)
+    form = WebhookToolForm(request.POST or None, tool=tool, **_webhook_form_options(request))
     if request.method == "POST":
         if form.is_valid():
             try:
-                services.webhook_tool_update(tool=tool, actor=request.user, **form.cleaned_data)
+                services.webhook_tool_update(
+                    tool=tool,
+                    actor=request.user,
+                    also_allow_host=form.host_to_allow,
+                    **form.tool_values(),
+                )
             except ValidationError as error:
                 form.add_error(None, error)
             else:

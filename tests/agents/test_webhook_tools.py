@@ -264,3 +264,32 @@ def test_an_editor_manages_webhooks_but_not_the_allowlist(
     assert editor.post(reverse("agents:webhook-create"), _form(local_server)).status_code == 302
     add = editor.post(reverse("agents:allowlist-add"), {"host": "example.com"})
     assert add.status_code == 403
+
+
+def test_an_admin_adds_the_tool_s_host_to_the_allowlist_from_the_tool_form(
+    alice_client, team_a, local_server
+):
+    # Without the tick the form says how, and keeps what was typed.
+    response = alice_client.post(reverse("agents:webhook-create"), _form(local_server))
+    assert response.status_code == 400
+    assert "Also add this URL" in response.text and "Looks up an order." in response.text
+    assert not HostAllowlistEntry.objects.exists()
+    response = alice_client.post(
+        reverse("agents:webhook-create"), _form(local_server, allow_host="on")
+    )
+    assert response.status_code == 302
+    entry = HostAllowlistEntry.objects.get(team=team_a)
+    assert entry.host == "127.0.0.1" and entry.note == "tool order_status"
+    assert WebhookTool.objects.get(team=team_a).url.startswith(local_server.base_url)
+    assert AuditEvent.objects.filter(verb="allowlist.add", actor__username="alice").exists()
+
+
+def test_an_editor_is_not_offered_the_allowlist_and_cannot_slip_it_in(
+    member_of_team_a, login, local_server
+):
+    editor = login(member_of_team_a(Role.EDITOR))
+    page = editor.get(reverse("agents:webhook-create")).text
+    assert "Also add this URL" not in page
+    response = editor.post(reverse("agents:webhook-create"), _form(local_server, allow_host="on"))
+    assert response.status_code == 400 and "an admin adds it under Tools" in response.text
+    assert not HostAllowlistEntry.objects.exists() and not WebhookTool.objects.exists()
