@@ -43,6 +43,8 @@ class Membership(models.Model):
     )
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.VIEWER)
     created_at = models.DateTimeField(auto_now_add=True)
+    # When the user last switched to this team: a new session starts in that team.
+    last_chosen_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["team__name", "user__username"]

@@ -1,5 +1,6 @@
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils import timezone
 from django.utils.text import slugify
 
 from .models import AuditEvent, Membership, Role, Team
@@ -129,3 +130,8 @@ def unique_slug(model, team, name, *, fallback):
         n += 1
         slug = f"{base}-{n}"
     return slug
+
+
+def team_chosen(*, membership):
+    """The user switched to this team: their next session starts in it."""
+    Membership.objects.filter(pk=membership.pk).update(last_chosen_at=timezone.now())

@@ -36,6 +36,7 @@ def team_switch(request):
         messages.error(request, "You are not a member of that team.")
     else:
         request.session[SESSION_KEY] = membership.team_id
+        services.team_chosen(membership=membership)
         messages.success(request, f"Now working in {membership.team}.")
     next_url = request.POST.get("next") or ""
     if not url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):

@@ -111,6 +111,10 @@ def test_team_switch_changes_the_current_team(alice, alice_client, team_b, charl
     assert response.context["team"] == team_b
     members = alice_client.get(reverse("teams:members"))
     assert b"charlie" in members.content
+    # A new session (logged out and in again) starts in the team last switched to.
+    alice_client.logout()
+    alice_client.force_login(alice)
+    assert alice_client.get("/").context["team"] == team_b
 
 
 def test_team_switch_refuses_a_team_you_are_not_in(bob_client, team_b):
