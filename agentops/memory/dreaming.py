@@ -30,6 +30,7 @@ from agentops.llm.services import (
 )
 from agentops.outcomes.models import Evaluation, EvaluationStatus, Verdict
 from agentops.runs.models import Run, RunStatus
+from agentops.runs.services import team_budget_stop_reason
 from agentops.teams.services import audit_record
 
 from . import retrieval
@@ -642,6 +643,11 @@ def dream_execute(*, dream_id):
             _plan(dream)
         while dream.progress_done < len(dream.chunks):
             index = dream.progress_done
+            # A dream's calls count toward the team's monthly budget like a run's.
+            over_budget = team_budget_stop_reason(dream.team)
+            if over_budget:
+                _fail(dream_id, f"Stopped before part {index + 1}: {over_budget}")
+                return None
             try:
                 result, proposals = _read_chunk(dream, index)
             except RateBudgetExhausted as error:

@@ -48,10 +48,16 @@ class AgentEfficacy:
         return None if a is None or b is None else a - b
 
 
+# Verdicts that grade the output against the rubric: passed or not.
+COUNTED_VERDICTS = (Verdict.SATISFIED, Verdict.MAX_ITERATIONS_REACHED)
+
+
 def store_efficacy(store):
     """One row per agent with graded runs: the graded runs with the store's memories and
     those held out, their mean weighted score and their pass rate (the effective verdict,
-    a reviewer's when there is one, is `satisfied`). Only a run's lead thread counts."""
+    a reviewer's when there is one, is `satisfied`). Only a run's lead thread counts, and
+    only a run that was graded on the rubric: one whose grader failed, which was interrupted
+    or to which the rubric did not apply says nothing about the memories either way."""
     uses = (
         MemoryUse.objects.filter(
             store=store,
@@ -68,6 +74,8 @@ def store_efficacy(store):
         row = rows.setdefault(agent.pk, AgentEfficacy(agent, Arm(), Arm()))
         arm = row.without_memory if use.held_out else row.with_memory
         evaluation = use.evaluation
+        if evaluation.effective_verdict not in COUNTED_VERDICTS:
+            continue
         arm.runs += 1
         if evaluation.weighted_score is not None:
             arm.scored += 1

@@ -923,13 +923,38 @@ def _retry_or_fail(step, error):
 
 
 def team_month_usage(team, *, now=None):
-    """Tokens and cost of the team's model calls this calendar month (UTC)."""
+    """Tokens and cost of all the team's model calls this calendar month (UTC): runs, their
+    graders and dreams alike, as the usage page counts them."""
+    from agentops.llm.models import ModelCallRecord
+
     now = now or timezone.now()
     month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    totals = Step.objects.filter(
-        run__team=team, kind=StepKind.MODEL_CALL, finished_at__gte=month_start
-    ).aggregate(i=Sum("input_tokens"), o=Sum("output_tokens"), c=Sum("cost_usd"))
+    totals = ModelCallRecord.objects.filter(team=team, created_at__gte=month_start).aggregate(
+        i=Sum("input_tokens"), o=Sum("output_tokens"), c=Sum("cost_usd")
+    )
     return {"tokens": (totals["i"] or 0) + (totals["o"] or 0), "cost_usd": totals["c"] or 0}
+
+
+def team_budget_stop_reason(team):
+    """Why the team may make no more model calls this month, or "" when it may."""
+    try:
+        budget = team.budget
+    except TeamBudget.DoesNotExist:
+        return ""
+    if budget.monthly_tokens is None and budget.monthly_cost_usd is None:
+        return ""
+    used = team_month_usage(team)
+    if budget.monthly_tokens is not None and used["tokens"] >= budget.monthly_tokens:
+        return (
+            f"Team monthly token budget reached: {used['tokens']:,} of "
+            f"{budget.monthly_tokens:,} tokens used this month."
+        )
+    if budget.monthly_cost_usd is not None and used["cost_usd"] >= budget.monthly_cost_usd:
+        return (
+            f"Team monthly cost budget reached: ${used['cost_usd']:.2f} of "
+            f"${budget.monthly_cost_usd:.2f} spent this month."
+        )
+    return ""
 
 
 def budget_stop_reason(run):
@@ -940,23 +965,7 @@ def budget_stop_reason(run):
         )
     if run.budget_cost_usd is not None and run.cost_usd >= run.budget_cost_usd:
         return f"Run cost budget reached: ${run.cost_usd:.4f} of ${run.budget_cost_usd:.4f} spent."
-    try:
-        budget = run.team.budget
-    except TeamBudget.DoesNotExist:
-        budget = None
-    if budget and (budget.monthly_tokens is not None or budget.monthly_cost_usd is not None):
-        used = team_month_usage(run.team)
-        if budget.monthly_tokens is not None and used["tokens"] >= budget.monthly_tokens:
-            return (
-                f"Team monthly token budget reached: {used['tokens']:,} of "
-                f"{budget.monthly_tokens:,} tokens used this month."
-            )
-        if budget.monthly_cost_usd is not None and used["cost_usd"] >= budget.monthly_cost_usd:
-            return (
-                f"Team monthly cost budget reached: ${used['cost_usd']:.2f} of "
-                f"${budget.monthly_cost_usd:.2f} spent this month."
-            )
-    return ""
+    return team_budget_stop_reason(run.team)
 
 
 def _stop_thread_for_limit(step, message):

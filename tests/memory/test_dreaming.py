@@ -159,6 +159,28 @@ def test_a_permanent_error_fails_the_dream_with_its_reason(sim, store, sessions,
     services.dream_start(store=store, actor=alice, enqueue=False)
 
 
+def test_a_dream_counts_toward_the_team_monthly_budget(sim, store, sessions, alice, team_a):
+    from agentops.runs.services import team_month_usage
+
+    before = team_month_usage(team_a)["tokens"]  # the sessions' runs
+    dream = _dream(store, alice)
+    assert dream.status == DreamStatus.SUCCEEDED
+    dream_tokens = dream.input_tokens + dream.output_tokens
+    assert dream_tokens and team_month_usage(team_a)["tokens"] == before + dream_tokens
+
+
+def test_a_dream_stops_at_the_team_monthly_budget(sim, store, sessions, alice, team_a):
+    from agentops.runs.models import TeamBudget
+    from agentops.runs.services import team_month_usage
+
+    TeamBudget.objects.create(team=team_a, monthly_tokens=team_month_usage(team_a)["tokens"])
+    calls = len(sim.received)
+    dream = _dream(store, alice)
+    assert dream.status == DreamStatus.FAILED
+    assert "Team monthly token budget reached" in dream.error
+    assert len(sim.received) == calls  # no model call was made
+
+
 def test_auto_apply_approves_the_changeset(sim, store, sessions, alice):
     services.memory_store_update(store=store, actor=alice, auto_apply=True)
     dream = _dream(store, alice)

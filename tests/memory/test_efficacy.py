@@ -78,3 +78,23 @@ def test_link_refuses_another_teams_evaluation(
     evaluation = graded_evaluation(team_b, rubric, [PERFECT])
     with pytest.raises(ValidationError, match="another team"):
         services.memory_use_link_evaluation(run=run, evaluation=evaluation)
+
+
+def test_runs_without_a_grade_are_left_out(sim, attached, support_agent, run_agent, team_a, alice):
+    from agentops.outcomes.models import Evaluation, Verdict
+
+    rubric = make_rubric(team_a, alice, max_iterations=1)  # one grade settles each
+    runs = [run_agent(support_agent, f"Refund question {n}.") for n in range(2)]
+    for run, parsed in zip(runs, [PERFECT, POOR], strict=True):
+        evaluation = graded_evaluation(
+            team_a, rubric, [parsed], agent_version=support_agent.current_version
+        )
+        services.memory_use_link_evaluation(run=run, evaluation=evaluation)
+    # The second one's grader failed: it says nothing about the memories.
+    Evaluation.objects.filter(pk=evaluation.pk).update(
+        verdict=Verdict.GRADER_ERROR, weighted_score=None
+    )
+    (row,) = store_efficacy(attached.store)
+    arms = (row.with_memory, row.without_memory)
+    assert sum(arm.runs for arm in arms) == 1
+    assert sum(arm.passed for arm in arms) == 1
