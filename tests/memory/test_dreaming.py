@@ -350,3 +350,16 @@ def test_evaluation_sessions_carry_lessons_and_human_overrides(team_a, alice, bo
         f"Human override (evaluation {evaluation.pk}, grader satisfied → reviewer failed): "
         "It promised a refund."
     ) in text
+
+
+def test_a_failed_dream_s_page_says_it_failed_not_that_nothing_recurred(
+    sim, store, sessions, alice, alice_client
+):
+    from django.urls import reverse
+
+    dream = services.dream_start(store=store, actor=alice, enqueue=False)
+    sim.fail_next(400, error_type="invalid_request_error", message="bad request body")
+    dreaming.dream_execute(dream_id=dream.pk)
+    page = alice_client.get(reverse("memory:dream", args=[dream.pk])).text
+    assert "This dream failed before it could propose changes" in page
+    assert "nothing recurred" not in page

@@ -351,3 +351,9 @@ def test_an_interval_of_zero_gets_one_error(alice_client, make_workflow):
     assert response.status_code == 400
     assert "Give an interval of at least one minute." not in response.text
     assert response.text.count("greater than or equal to 1") == 1
+
+
+def test_the_budget_line_reads_cleanly_with_only_a_sub_agent_budget(alice_client, make_workflow):
+    workflow = make_workflow(child_budget_tokens=700)
+    page = alice_client.get(reverse("workflows:detail", args=[workflow.pk])).text
+    assert "<dd>700 tokens per sub-agent</dd>" in page
