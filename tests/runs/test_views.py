@@ -310,3 +310,17 @@ def test_compare_with_another_teams_run_is_the_same_as_no_run(
     missing = charlie_client.get(reverse("runs:compare"), {"a": mine.pk, "b": 999999})
     assert missing.status_code == 400
     assert "There is no run #999999 in this team." in missing.text
+
+
+def test_a_run_that_went_over_its_budget_on_its_last_call_says_so(
+    alice_client, agent, alice, drain, sim
+):
+    run = drain(services.run_start(agent=agent, input="Say hello.", actor=alice, budget_tokens=1))
+    assert run.status == RunStatus.SUCCEEDED  # its one call was allowed: 0 of 1 used before it
+    page = alice_client.get(reverse("runs:detail", args=[run.pk])).text
+    assert f"{run.total_tokens:,} tokens of a 1-token budget" in page
+    within = drain(services.run_start(agent=agent, input="Say hello.", actor=alice))
+    assert (
+        "Went over its budget"
+        not in alice_client.get(reverse("runs:detail", args=[within.pk])).text
+    )
