@@ -253,22 +253,6 @@ class Step(models.Model):
         return self.input_tokens + self.output_tokens
 
     @property
-    def budget_overrun(self):
-        """What this run spent beyond its own budget, or "". Budgets are checked before each
-        model call, so the call that crosses one still completes and is paid for."""
-        parts = []
-        if self.budget_tokens is not None and self.total_tokens > self.budget_tokens:
-            parts.append(f"{self.total_tokens:,} tokens of a {self.budget_tokens:,}-token budget")
-        if self.budget_cost_usd is not None and self.cost_usd > self.budget_cost_usd:
-            parts.append(f"${self.cost_usd:.4f} of a ${self.budget_cost_usd:.4f} budget")
-        if not parts:
-            return ""
-        return (
-            "Went over its budget: " + " and ".join(parts) + ". Budgets are checked before "
-            "each model call; the call that crossed it still completed."
-        )
-
-    @property
     def retries(self):
         return max(self.attempts - 1, 0)
 
