@@ -301,15 +301,13 @@ class WebhookToolForm(forms.Form):
         if matching_entry(entries, host) is None:
             if self.may_allow_hosts and self.data.get("allow_host"):
                 self.host_to_allow = host  # the view adds it with the tool
-            elif self.may_allow_hosts:
-                raise forms.ValidationError(
-                    f"The host {host} is not on the team's allowlist: tick "
-                    "\u201cAlso add this URL's host\u201d below to add it with this tool."
-                )
-            else:
-                raise forms.ValidationError(
-                    f"The host {host} is not on the team's allowlist; an admin adds it under Tools."
-                )
+                return url
+            how = (
+                "tick \u201cAlso add this URL's host\u201d below to add it with this tool"
+                if self.may_allow_hosts
+                else "an admin adds it under Tools"
+            )
+            raise forms.ValidationError(f"The host {host} is not on the team's allowlist; {how}.")
         return url
 
 

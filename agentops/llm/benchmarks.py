@@ -14,10 +14,11 @@ Any app registers a benchmark in its own `bench.py` module (the command imports 
 """
 
 import os
-import sys
 from dataclasses import dataclass, field
 
 from django.conf import settings
+
+from agentops.celery import celery_command
 
 
 @dataclass(frozen=True)
@@ -68,12 +69,7 @@ def worker_environment(**overrides):
 def celery_worker_command(*, name, concurrency, queue=None, loglevel="WARNING", extra=()):
     """The command line of a `celery worker` subprocess (threads pool, no gossip, mingle or
     heartbeat: nothing but the tasks) for benchmarks and process tests."""
-    command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "agentops",
+    command = celery_command(
         "worker",
         "--pool",
         "threads",
@@ -85,7 +81,7 @@ def celery_worker_command(*, name, concurrency, queue=None, loglevel="WARNING", 
         "--without-mingle",
         "--without-heartbeat",
         *extra,
-    ]
+    )
     if queue:
         command += ["-Q", queue]
     return [*command, "-n", f"{name}@%h"]

@@ -108,6 +108,20 @@ class WorkflowVersion(models.Model):
         """The mode's label without its explanation ("Fan-out"), for tables and summaries."""
         return self.get_mode_display().split(":")[0]
 
+    @property
+    def budget_parts(self):
+        """The budgets as the workflow page lists them: the run's, then each sub-agent's."""
+        run = [
+            f"{self.budget_tokens} tokens" if self.budget_tokens else "",
+            f"${self.budget_cost_usd}" if self.budget_cost_usd else "",
+        ]
+        parts = []
+        if any(run):
+            parts.append("run: " + ", ".join(part for part in run if part))
+        if self.child_budget_tokens:
+            parts.append(f"{self.child_budget_tokens} tokens per sub-agent")
+        return parts
+
     def snapshot(self):
         """The versioned configuration as plain data: what a save compares and a diff shows."""
         return {

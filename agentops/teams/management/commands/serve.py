@@ -5,6 +5,8 @@ import time
 
 from django.core.management.base import BaseCommand
 
+from agentops.celery import celery_command
+
 
 class Command(BaseCommand):
     help = "Run the web server, a Celery worker and beat in the foreground; Ctrl-C stops all three."
@@ -13,22 +15,10 @@ class Command(BaseCommand):
         parser.add_argument("--addr", default="127.0.0.1:8000")
 
     def handle(self, *args, addr, **options):
-        python = sys.executable
         commands = {
-            "web": [python, "manage.py", "runserver", addr, "--noreload"],
-            "worker": [
-                python,
-                "-m",
-                "celery",
-                "-A",
-                "agentops",
-                "worker",
-                "--pool",
-                "threads",
-                "--loglevel",
-                "INFO",
-            ],
-            "beat": [python, "-m", "celery", "-A", "agentops", "beat", "--loglevel", "INFO"],
+            "web": [sys.executable, "manage.py", "runserver", addr, "--noreload"],
+            "worker": celery_command("worker", "--pool", "threads", "--loglevel", "INFO"),
+            "beat": celery_command("beat", "--loglevel", "INFO"),
         }
         children = {name: subprocess.Popen(cmd) for name, cmd in commands.items()}
         self.stdout.write(
