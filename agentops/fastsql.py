@@ -6,9 +6,9 @@ round trip to the database costs more again (two context switches). The statemen
 built once per model and database vendor from the models' own field list (so a new field is
 read and written without touching this file), executed with the fields' own value
 preparation and converters (JSON, datetimes, decimals on SQLite and PostgreSQL alike), and
-give ordinary model instances back. On PostgreSQL, statements that follow each other without
-Python in between (lock the run, lock the thread, write the step) go in one round trip
-(`batch`), in order. Behaviour is the ORM's: `update` writes every concrete field as
+give ordinary model instances back. On PostgreSQL they are prepared statements (planned once
+per connection), and statements that follow each other without Python in between (lock the
+run, lock the thread, write the step) go in one round trip (`batch`), in order. Behaviour is the ORM's: `update` writes every concrete field as
 Model.save() does, `insert_row` fills auto_now_add fields as create() does. No signals are
 sent; the project has no signal receivers.
 """
@@ -18,7 +18,9 @@ sent; the project has no signal receivers.
 # ruff: noqa: S608
 
 import threading
+import time
 
+import psycopg
 from django.db import connection
 
 _lock = threading.Lock()
@@ -80,12 +82,8 @@ def instances(row, readers):
 
 
 def batched():
-    # Several statements in one execute need psycopg's client-side binding (Django's
-    # default), which sends them in one simple-protocol query, run in order.
-    return (
-        connection.vendor == "postgresql"
-        and connection.settings_dict.get("OPTIONS", {}).get("server_side_binding") is not True
-    )
+    # PostgreSQL takes several statements in one round trip (a pipeline, below).
+    return connection.vendor == "postgresql"
 
 
 def _returns_rows(sql):
@@ -94,26 +92,58 @@ def _returns_rows(sql):
     return sql.startswith(("SELECT", "WITH")) or " RETURNING " in sql
 
 
+def _results(cursors, statements):
+    return [
+        (cursor.fetchone() if _returns_rows(sql) else None, cursor.rowcount)
+        for cursor, (sql, _) in zip(cursors, statements, strict=True)
+    ]
+
+
+def _execute_prepared(raw_connection, sql, params):
+    # The statements here are a handful of fixed strings executed once or more per step:
+    # prepared once per connection, PostgreSQL no longer plans them on every execution
+    # (planning the claim's seven-table join cost more than running it). Transaction
+    # control cannot be a prepared statement. Django's own cursors bind parameters on the
+    # client side, which cannot be prepared.
+    cursor = psycopg.Cursor(raw_connection)
+    cursor.execute(sql, params, prepare=sql != "COMMIT")
+    return cursor
+
+
+def _batch_postgresql(statements):
+    connection.validate_no_broken_transaction()
+    connection.ensure_connection()
+    raw_connection = connection.connection
+    started = time.monotonic()
+    with connection.wrap_database_errors:
+        if len(statements) == 1:
+            cursors = [_execute_prepared(raw_connection, *statements[0])]
+        else:
+            # Sent together, answered together: one round trip, in order; an error aborts
+            # the statements after it.
+            with raw_connection.pipeline():
+                cursors = [_execute_prepared(raw_connection, *stmt) for stmt in statements]
+        results = _results(cursors, statements)
+    if connection.queries_logged:
+        # As Django's debug cursor would (tests capture queries this way).
+        duration = time.monotonic() - started
+        for sql, params in statements:
+            connection.queries_log.append(
+                {"sql": f"{sql} -- {params!r}", "time": f"{duration:.3f}"}
+            )
+    return results
+
+
 def batch(*statements):
     """Execute (sql, params) statements in order, in one round trip where the database
     allows it. Returns (first row or None, rowcount) for each."""
+    if batched():
+        return _batch_postgresql(statements)
     results = []
     with connection.cursor() as cursor:
-        if len(statements) > 1 and batched():
-            cursor.execute(
-                "; ".join(sql for sql, _ in statements),
-                [value for _, params in statements for value in params],
-            )
-            for index, (sql, _) in enumerate(statements):
-                if index:
-                    cursor.nextset()
-                row = cursor.fetchone() if _returns_rows(sql) else None
-                results.append((row, cursor.rowcount))
-        else:
-            for sql, params in statements:
-                cursor.execute(sql, params)
-                row = cursor.fetchone() if _returns_rows(sql) else None
-                results.append((row, cursor.rowcount))
+        for sql, params in statements:
+            cursor.execute(sql, params)
+            results.append((cursor.fetchone() if _returns_rows(sql) else None, cursor.rowcount))
     return results
 
 

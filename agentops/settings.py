@@ -165,6 +165,12 @@ else:
             "max_size": _env_int("AGENTOPS_DB_POOL_MAX", max(20, WORKER_THREADS + 2), minimum=2),
             "timeout": 30,
         }
+        # Django disables prepared statements (None); the run engine's precompiled
+        # statements (agentops/fastsql.py) ask for them explicitly, and only they can use
+        # them: the ORM's cursors bind parameters on the client. A pooler in front of
+        # PostgreSQL must pass protocol-level prepared statements through (PgBouncer
+        # 1.21+ with max_prepared_statements set).
+        DATABASES["default"]["OPTIONS"].setdefault("prepare_threshold", 5)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -1,9 +1,10 @@
-"""fastsql.save_rows_and_commit: the last writes of a checkpoint and its COMMIT in one round
-trip, with transaction.atomic()'s on_commit callbacks unchanged."""
+"""fastsql: the engine's statements, prepared on each connection and sent together in one
+round trip; save_rows_and_commit, a checkpoint's last writes and its COMMIT in one round trip,
+with transaction.atomic()'s on_commit callbacks unchanged."""
 
 import psycopg
 import pytest
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from psycopg.pq import TransactionStatus
 
 from agentops import fastsql
@@ -72,3 +73,51 @@ def test_a_block_inside_a_transaction_its_caller_opened_does_not_commit_it():
         transaction.set_autocommit(True)
     team.refresh_from_db()
     assert (team.name, team.slug) == ("Before", "before")
+
+
+def _prepared_statements():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        return [row[0] for row in cursor.fetchall()]
+
+
+def _numbered(sql):
+    # As PostgreSQL keeps a prepared statement: its parameters numbered.
+    parts = sql.split("%s")
+    return "".join(part + f"${index}" for index, part in enumerate(parts[:-1], 1)) + parts[-1]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_statements_are_prepared_once_per_connection_and_answer_in_order():
+    first = Team.objects.create(name="First", slug="first")
+    second = Team.objects.create(name="Second", slug="second")
+    lock_first, part = fastsql.lock(Team, first.pk)
+    lock_second, _ = fastsql.lock(Team, second.pk)
+    first.name = "First, renamed"
+    with transaction.atomic():
+        results = fastsql.batch(fastsql.update(first), lock_second, lock_first)
+    assert [rowcount for _, rowcount in results] == [1, 1, 1]
+    assert fastsql.locked(results[1], Team, second.pk, part).name == "Second"
+    # The lock after the update reads the update's write: the statements ran in order.
+    assert fastsql.locked(results[2], Team, first.pk, part).name == "First, renamed"
+    prepared = _prepared_statements()
+    assert _numbered(lock_first[0]) in prepared
+    assert _numbered(fastsql.update(first)[0]) in prepared
+    with transaction.atomic():
+        fastsql.batch(lock_first)
+    assert len(_prepared_statements()) == len(prepared)  # reused, not prepared again
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_error_in_a_batch_is_djangos_error_and_undoes_the_statements_before_it():
+    Team.objects.create(name="Taken", slug="taken")
+    team = Team.objects.create(name="Before", slug="before")
+    other = Team.objects.create(name="Other", slug="other")
+    team.name = "After"
+    other.slug = "taken"
+    with pytest.raises(IntegrityError), transaction.atomic():
+        fastsql.batch(fastsql.update(team), fastsql.update(other))
+    assert Team.objects.get(pk=team.pk).name == "Before"
+    assert Team.objects.get(pk=other.pk).slug == "other"
+    # The connection is usable again.
+    assert fastsql.lock_row(Team, team.pk).name == "Before"
