@@ -8,9 +8,10 @@ read and written without touching this file), executed with the fields' own valu
 preparation and converters (JSON, datetimes, decimals on SQLite and PostgreSQL alike), and
 give ordinary model instances back. On PostgreSQL they are prepared statements (planned once
 per connection), and statements that follow each other without Python in between (lock the
-run, lock the thread, write the step) go in one round trip (`batch`), in order. Behaviour is the ORM's: `update` writes every concrete field as
-Model.save() does, `insert_row` fills auto_now_add fields as create() does. No signals are
-sent; the project has no signal receivers.
+run, lock the thread, write the step) go in one round trip (`batch`), in order. Behaviour
+is the ORM's: `update` writes every concrete field as Model.save() does, `insert_row` fills
+auto_now_add fields as create() does. No signals are sent; the project has no signal
+receivers.
 """
 
 # Every identifier in these statements comes from the models' metadata (quoted) and every
