@@ -163,6 +163,7 @@ class VersionOperation(models.TextChoices):
     MERGE = "merge", "Merge"
     SUPERSEDE = "supersede", "Supersede"
     RETIRE = "retire", "Retire"
+    RESTORE = "restore", "Restore"
     ROLLBACK = "rollback", "Rollback"
 
 

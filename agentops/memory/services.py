@@ -352,7 +352,7 @@ def memory_restore(*, memory, actor, note=""):
     return _set_status(
         memory,
         status=MemoryStatus.ACTIVE,
-        operation=VersionOperation.EDIT,
+        operation=VersionOperation.RESTORE,
         actor=actor,
         note=note or "Restored from retirement.",
         verb="memory.restore",

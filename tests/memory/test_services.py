@@ -63,6 +63,19 @@ def test_edit_without_a_change_and_of_history_is_refused(store, alice, make_memo
         services.memory_create(store=store, actor=alice, title=" ", content="x")
 
 
+def test_a_restore_is_recorded_as_a_restore(store, alice, make_memory):
+    memory = make_memory("Refunds", "30 days.")
+    services.memory_retire(memory=memory, actor=alice)
+    services.memory_restore(memory=memory, actor=alice)
+    memory.refresh_from_db()
+    assert memory.status == MemoryStatus.ACTIVE
+    latest = memory.versions.order_by("-number").first()
+    assert latest.get_operation_display() == "Restore"
+    assert latest.note == "Restored from retirement."
+    with pytest.raises(ValidationError):
+        services.memory_restore(memory=memory, actor=alice)  # it is not retired any more
+
+
 def test_agent_proposal_waits_for_review(store, alice):
     memory = services.memory_propose(
         store=store,
