@@ -220,7 +220,15 @@ def gather_session_keys(dream, *, before):
         runs = runs.none()
         evaluations = [e for e in evaluations if e.effective_verdict == dream.verdict]
     limit = settings.AGENTOPS_DREAM_MAX_SESSIONS
-    dated = [(run.created_at, f"run:{run.pk}") for run in runs.only("pk", "created_at")]
+    evaluations = list(evaluations)
+    # A graded run is one session, not two: its evaluation holds the run's task, the
+    # grader's feedback and the final output.
+    graded_runs = {evaluation.run_id for evaluation in evaluations if evaluation.run_id}
+    dated = [
+        (run.created_at, f"run:{run.pk}")
+        for run in runs.only("pk", "created_at")
+        if run.pk not in graded_runs
+    ]
     dated += [(e.created_at, f"evaluation:{e.pk}") for e in evaluations]
     dated.sort()
     return [key for _, key in dated[-limit:]]

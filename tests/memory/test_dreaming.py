@@ -124,6 +124,18 @@ def test_sessions_by_agent_range_and_verdict(sim, store, sessions, alice, team_a
     assert not empty.changes.exists()
 
 
+def test_a_graded_run_is_read_once_as_its_evaluation(sim, store, sessions, alice):
+    runs, evaluations = sessions
+    graded = runs[0]
+    evaluations[0].run = graded
+    evaluations[0].save(update_fields=["run"])
+    dream = _dream(store, alice)
+    assert f"evaluation:{evaluations[0].pk}" in dream.session_run_ids
+    assert f"run:{graded.pk}" not in dream.session_run_ids
+    assert f"run:{runs[1].pk}" in dream.session_run_ids  # ungraded runs still count
+    assert len(dream.session_run_ids) == 4
+
+
 def test_large_inputs_are_read_in_chunks_with_progress(sim, store, sessions, alice, settings):
     settings.AGENTOPS_DREAM_CHUNK_CHARS = 1000
     sim.clear()
