@@ -117,3 +117,23 @@ class CompareForm(forms.Form):
         if data.get("a") is not None and data.get("a") == data.get("b"):
             self.add_error("b", "Choose a different run to compare with.")
         return data
+
+
+class TeamBudgetForm(forms.Form):
+    monthly_tokens = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=2**63 - 1,
+        label="Monthly tokens",
+        help_text="Input and output tokens of all the team's model calls this month. "
+        "Empty: no token limit.",
+    )
+    monthly_cost_usd = forms.DecimalField(
+        required=False,
+        min_value=Decimal("0.01"),
+        error_messages={"min_value": "Give at least $0.01, or leave it empty for no limit."},
+        max_digits=12,
+        decimal_places=2,
+        label="Monthly cost (USD)",
+        help_text="What the team's model calls may cost this month. Empty: no cost limit.",
+    )

@@ -935,6 +935,44 @@ def team_month_usage(team, *, now=None):
     return {"tokens": (totals["i"] or 0) + (totals["o"] or 0), "cost_usd": totals["c"] or 0}
 
 
+@transaction.atomic
+def team_budget_save(*, team, actor, monthly_tokens=None, monthly_cost_usd=None):
+    """Set the team's monthly budget; with neither limit given, the team has none. Runs see
+    it from their next model call on."""
+    budget, _ = TeamBudget.objects.select_for_update().get_or_create(team=team)
+
+    def limits():
+        cost = budget.monthly_cost_usd
+        return {
+            "monthly_tokens": budget.monthly_tokens,
+            "monthly_cost_usd": None if cost is None else f"{cost:.2f}",
+        }
+
+    before = limits()
+    budget.monthly_tokens = monthly_tokens
+    budget.monthly_cost_usd = monthly_cost_usd
+    budget.full_clean()
+    budget.save()
+    audit_record(
+        team=team, actor=actor, verb="team_budget.change", obj=budget, before=before, after=limits()
+    )
+    return budget
+
+
+def team_budget_state(team):
+    """This month's usage against the team's budget, for the budget page."""
+    budget = TeamBudget.objects.filter(team=team).first()
+    used = team_month_usage(team)
+    limited = budget is not None and (
+        budget.monthly_tokens is not None or budget.monthly_cost_usd is not None
+    )
+    return {
+        "budget": budget if limited else None,
+        "used": used,
+        "stop_reason": team_budget_stop_reason(team) if limited else "",
+    }
+
+
 def team_budget_stop_reason(team):
     """Why the team may make no more model calls this month, or "" when it may."""
     try:

@@ -9,6 +9,7 @@ from agentops.agents.models import Agent
 from agentops.pagination import paginate
 from agentops.teams.access import (
     get_for_team,
+    require_admin,
     require_editor,
     require_reviewer,
     require_viewer,
@@ -16,7 +17,14 @@ from agentops.teams.access import (
 )
 
 from . import services
-from .forms import CompareForm, DecisionForm, RerunForm, RunFilterForm, RunStartForm
+from .forms import (
+    CompareForm,
+    DecisionForm,
+    RerunForm,
+    RunFilterForm,
+    RunStartForm,
+    TeamBudgetForm,
+)
 from .models import Run, Step, StepStatus
 
 
@@ -179,3 +187,35 @@ def run_compare(request):
             pair = [runs[form.cleaned_data["a"]], runs[form.cleaned_data["b"]]]
     status = 400 if request.GET and not form.is_valid() else 200
     return render(request, "runs/compare.html", {"form": form, "pair": pair}, status=status)
+
+
+def _budget_page(request, *, form=None, status=200):
+    state = services.team_budget_state(request.team)
+    if form is None:
+        budget = state["budget"]
+        form = TeamBudgetForm(
+            initial={
+                "monthly_tokens": budget and budget.monthly_tokens,
+                "monthly_cost_usd": budget and budget.monthly_cost_usd,
+            }
+        )
+    return render(request, "runs/budget.html", {**state, "form": form}, status=status)
+
+
+@require_viewer
+def team_budget(request):
+    return _budget_page(request)
+
+
+@require_admin
+@require_POST
+def team_budget_save(request):
+    form = TeamBudgetForm(request.POST)
+    if not form.is_valid():
+        return _budget_page(request, form=form, status=400)
+    services.team_budget_save(team=request.team, actor=request.user, **form.cleaned_data)
+    if any(value is not None for value in form.cleaned_data.values()):
+        messages.success(request, "Monthly budget saved. Runs follow it from their next call.")
+    else:
+        messages.success(request, "Monthly budget removed: only each run's own budget applies.")
+    return redirect("runs:budget")
