@@ -359,6 +359,8 @@ AGENTOPS_MODEL_TIMEOUT_S = _env_int("AGENTOPS_MODEL_TIMEOUT_S", 120, minimum=1)
 # How long a call may wait for rate budget before its step fails, and how many seconds of
 # each per-minute budget may be spent at once (60 = a full minute, as Anthropic's buckets).
 AGENTOPS_RATE_MAX_WAIT_S = _env_int("AGENTOPS_RATE_MAX_WAIT_S", 120, minimum=0)
+# A run step whose call waits this long or longer for the rate limit says so on its run page.
+AGENTOPS_RATE_WAIT_NOTICE_S = _env_int("AGENTOPS_RATE_WAIT_NOTICE_S", 2, minimum=0)
 AGENTOPS_RATE_BURST_S = _env_int("AGENTOPS_RATE_BURST_S", 60, minimum=1)
 # The API charges a request when it arrives, our limiter when it admits it: our buckets run
 # this much less far ahead of the clock, so that a request that leaves at once cannot reach

@@ -211,8 +211,11 @@ def execute_call(
     step_id=None,
     max_wait_s,
     sleep=time.sleep,
+    on_wait=None,
 ) -> CallOutcome:
-    """Admission, one request, settlement. Needs no database: the bench drives it directly."""
+    """Admission, one request, settlement. Needs no database: the bench drives it directly.
+    `on_wait(seconds)` hears of a wait for the rate limit of at least
+    AGENTOPS_RATE_WAIT_NOTICE_S before it begins."""
     outcome = CallOutcome()
     reservation = limiter.reserve(
         bucket=bucket_name(credential.bucket_id, model),
@@ -223,6 +226,8 @@ def execute_call(
         output_tokens=max_tokens,
         max_wait_s=max_wait_s,
     )
+    if on_wait is not None and reservation.wait_s >= settings.AGENTOPS_RATE_WAIT_NOTICE_S:
+        on_wait(reservation.wait_s)
     waiting_since = time.monotonic()
     limiter.wait(reservation, sleep=sleep)
     outcome.waited_ms = int((time.monotonic() - waiting_since) * 1000)
@@ -311,14 +316,16 @@ def model_call(
     max_wait_s: float | None = None,
     agent_id: int | None = None,
     usage_label: str = "",
+    on_wait=None,
 ) -> ModelResult:
     """One Messages API call for `team`, admitted by the shared rate limiter.
 
     Waits up to `max_wait_s` (default settings.AGENTOPS_RATE_MAX_WAIT_S) for budget, then
-    raises RateBudgetExhausted. Raises TransientModelError or PermanentModelError when the
-    call fails; never retries. Writes one ModelCallRecord (with `agent_id` and
-    `usage_label`, for the usage page) whatever the outcome, except when no budget was
-    granted.
+    raises RateBudgetExhausted; `on_wait(seconds)` hears of a long wait before it begins (it
+    may use the database: its connection is handed back before the wait). Raises
+    TransientModelError or PermanentModelError when the call fails; never retries. Writes
+    one ModelCallRecord (with `agent_id` and `usage_label`, for the usage page) whatever the
+    outcome, except when no budget was granted.
     """
     if _in_transaction():
         raise ModelCallInTransaction("model_call must not run inside a database transaction")
@@ -342,6 +349,7 @@ def model_call(
         thinking_budget=thinking_budget,
         step_id=step_id,
         max_wait_s=settings.AGENTOPS_RATE_MAX_WAIT_S if max_wait_s is None else max_wait_s,
+        on_wait=on_wait and _without_holding_a_connection(on_wait),
     )
     _record(team, model, outcome, credential, agent_id, usage_label, step_id)
     if credential.source == Source.SIMULATOR:
@@ -356,6 +364,14 @@ def model_call(
         )
         raise outcome.error
     return outcome.result
+
+
+def _without_holding_a_connection(callback):
+    def call(*args):
+        callback(*args)
+        release_database_connection()
+
+    return call
 
 
 def _record(team, model, outcome, credential, agent_id, label, step_id):

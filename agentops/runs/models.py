@@ -5,6 +5,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 
 class RunStatus(models.TextChoices):
@@ -255,6 +256,19 @@ class Step(models.Model):
     @property
     def retries(self):
         return max(self.attempts - 1, 0)
+
+    @property
+    def rate_limit_wait_until(self):
+        """When a model call waiting for the team's rate limit goes out (about: the slot may
+        move while it waits); None when it is not waiting. A running step's not_before is
+        set only by that wait."""
+        if (
+            self.status == StepStatus.RUNNING
+            and self.not_before is not None
+            and self.not_before > timezone.now()
+        ):
+            return self.not_before
+        return None
 
 
 class TeamBudget(models.Model):

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
+from functools import partial
 
 import redis
 from django.conf import settings
@@ -551,6 +552,7 @@ def _execute_model_step(step):
             step_id=step.pk,
             agent_id=version.agent_id,  # a sub-agent's calls count for its own agent
             usage_label=f"run {run.pk}",
+            on_wait=partial(_note_rate_limit_wait, step),
         )
     except (TransientModelError, *INFRASTRUCTURE_ERRORS) as error:
         _retry_or_fail(step, error)
@@ -559,6 +561,14 @@ def _execute_model_step(step):
         _fail(step, f"The model call failed: {error}")
         return
     _record_model_result(step, result)
+
+
+def _note_rate_limit_wait(step, wait_s):
+    """A call that waits for the team's rate limit says so on its step, for the run page:
+    a running step's not_before is when its call goes out."""
+    Step.objects.filter(pk=step.pk, status=StepStatus.RUNNING, attempts=step.attempts).update(
+        not_before=timezone.now() + timedelta(seconds=wait_s)
+    )
 
 
 def _execute_role_model_step(step, handler):
@@ -585,6 +595,7 @@ def _execute_role_model_step(step, handler):
             step_id=step.pk,
             agent_id=thread.agent_version.agent_id,  # a specialist's grading is its own
             usage_label=f"run {run.pk} {thread.role}",
+            on_wait=partial(_note_rate_limit_wait, step),
         )
     except (TransientModelError, *INFRASTRUCTURE_ERRORS) as error:
         if step.attempts < settings.AGENTOPS_STEP_MAX_ATTEMPTS:

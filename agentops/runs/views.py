@@ -61,6 +61,7 @@ def _run_context(run):
         "evaluation": evaluation,
         "steps": steps,
         "awaiting": [s for s in steps if s.status == StepStatus.AWAITING_APPROVAL],
+        "rate_waiting": next((s for s in steps if s.rate_limit_wait_until), None),
         "rerun_form": RerunForm(),
         "compare_form": CompareForm(initial={"a": run.pk}),
     }

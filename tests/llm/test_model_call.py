@@ -256,3 +256,17 @@ def test_the_input_estimate_learns_the_real_ratio(team_a, sim):
     learned = services.estimate_input_tokens(messages=prompt, model="claude-estimate-test")
     assert first_guess > actual * 1.2  # the first guess errs high...
     assert actual <= learned <= actual * 1.06 + 2  # ...then it follows the API, with a margin
+
+
+def test_a_long_wait_for_the_rate_limit_is_told_before_it_begins(team_a, sim, settings):
+    settings.AGENTOPS_RATE_WAIT_NOTICE_S = 0.5
+    sim.fail_next(429, retry_after=1)
+    with pytest.raises(TransientModelError):
+        ask(team_a)
+    heard = []
+    ask(team_a, on_wait=lambda wait_s: heard.append((wait_s, len(sim.received))))
+    [(wait_s, sent_before)] = heard
+    assert 0.5 <= wait_s <= 1.0
+    assert sent_before == 1  # told before the call went out, not after
+    ask(team_a, on_wait=heard.append)
+    assert len(heard) == 1  # no wait this time: nothing told

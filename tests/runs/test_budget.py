@@ -51,9 +51,7 @@ def test_bad_input_is_refused_beside_its_field_and_nothing_changes(alice_client,
     assert not AuditEvent.objects.filter(verb="team_budget.change").exists()
 
 
-def test_clearing_both_limits_lifts_the_budget(
-    alice_client, make_agent, drain, sim, alice, team_a
-):
+def test_clearing_both_limits_lifts_the_budget(alice_client, make_agent, drain, sim, alice, team_a):
     agent = make_agent()
     first = drain(services.run_start(agent=agent, input="Hi.", actor=alice))
     TeamBudget.objects.create(team=team_a, monthly_tokens=first.total_tokens)

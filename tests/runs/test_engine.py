@@ -315,6 +315,20 @@ def test_team_monthly_budget(make_agent, drain, sim, alice, team_a):
     assert len(sim.bodies()) == 1
 
 
+def test_a_call_waiting_for_the_rate_limit_notes_when_it_goes_out(
+    make_agent, drain, sim, alice, settings
+):
+    settings.AGENTOPS_RATE_WAIT_NOTICE_S = 0.5
+    sim.fail_next(429, retry_after=1)  # holds the team's bucket for a second
+    run = drain(services.run_start(agent=make_agent(), input="Say hi.", actor=alice))
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    [step] = _model_steps(run)
+    assert step.attempts == 2
+    # The second attempt waited for the hold: its step said until when while it waited.
+    assert step.claimed_at < step.not_before <= step.finished_at
+    assert step.rate_limit_wait_until is None  # done: not waiting any more
+
+
 def test_transient_error_is_retried(make_agent, drain, sim, alice):
     agent = make_agent()
     sim.fail_next(529)

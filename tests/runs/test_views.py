@@ -1,5 +1,8 @@
+from datetime import timedelta
+
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from agentops.runs import services
 from agentops.runs.models import Run, RunStatus, StepKind, StepStatus
@@ -223,6 +226,24 @@ def test_rerun_denied(bob_client, charlie_client, finished_run):
 
 
 # --- approval ---------------------------------------------------------------------------
+
+
+def test_a_step_waiting_for_the_rate_limit_says_so_and_until_when(bob_client, run):
+    step = run.steps.get()
+    step.status = StepStatus.RUNNING
+    step.attempts = 1
+    step.not_before = timezone.now() + timedelta(seconds=90)
+    step.save()
+    Run.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING)
+    page = bob_client.get(reverse("runs:detail", args=[run.pk]))
+    goes_out = timezone.localtime(step.not_before).strftime("%H:%M:%S")
+    assert "Waiting for rate limit" in page.text
+    assert f"the next model call goes out at about {goes_out}" in page.text
+    assert f"this call goes out at about {goes_out}" in page.text
+    step.not_before = timezone.now() - timedelta(seconds=1)  # its call has gone out
+    step.save()
+    page = bob_client.get(reverse("runs:detail", args=[run.pk]))
+    assert "Waiting for rate limit" not in page.text and "Working…" in page.text
 
 
 @pytest.fixture
