@@ -1,9 +1,9 @@
 import pytest
 from django.urls import reverse
 
-from agentops.runs.models import RunStatus
+from agentops.runs.models import RunStatus, Thread, ThreadStatus
 from agentops.teams.models import Role
-from agentops.workflows.models import Schedule, Workflow
+from agentops.workflows.models import Delegation, DelegationStatus, Schedule, Workflow
 from agentops.workflows.services import schedule_create, workflow_run_start
 
 
@@ -357,3 +357,17 @@ def test_the_budget_line_reads_cleanly_with_only_a_sub_agent_budget(alice_client
     workflow = make_workflow(child_budget_tokens=700)
     page = alice_client.get(reverse("workflows:detail", args=[workflow.pk])).text
     assert "<dd>700 tokens per sub-agent</dd>" in page
+
+
+def test_a_sub_agent_waiting_for_its_own_sub_agents_says_so_in_the_tree(
+    alice_client, make_workflow, sim, drain
+):
+    workflow = make_workflow(max_depth=2, max_children=20)
+    run = drain(workflow_run_start(workflow=workflow, input="Audit a website."))
+    middle = Delegation.objects.filter(run=run, depth=1, child__children__isnull=False).first()
+    Thread.objects.filter(pk=middle.child_id).update(status=ThreadStatus.WAITING_CHILDREN)
+    Delegation.objects.filter(pk=middle.pk).update(status=DelegationStatus.RUNNING)
+    page = alice_client.get(reverse("workflows:run", args=[run.pk])).text
+    row = page[page.index(f'data-thread="{middle.child_id}"') :]
+    row = row[: row.index("</tr>")]
+    assert "Waiting for sub-agents" in row and ">Running<" not in row
