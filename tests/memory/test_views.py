@@ -3,6 +3,7 @@ from django.urls import reverse
 
 from agentops.memory import services
 from agentops.memory.models import (
+    AttachmentMode,
     ChangeOperation,
     ChangeStatus,
     Dream,
@@ -268,3 +269,20 @@ def test_store_list_counts_what_waits_for_review(viewer_client, store, dream, ma
     assert (row.active_count, row.proposed_count, row.pending_changes) == (1, 1, 2)
     store_page = viewer_client.get(reverse("memory:store", args=[store.pk]))
     assert b"2 to review" in store_page.content
+
+
+def test_an_agent_page_lists_the_stores_it_reads(alice_client, support_agent, store, alice):
+    page = alice_client.get(reverse("agents:detail", args=[support_agent.pk])).text
+    assert "This agent reads no memory store." in page
+    services.attachment_add(
+        store=store,
+        actor=alice,
+        agent=support_agent,
+        mode=AttachmentMode.READ_WRITE,
+        token_budget=400,
+        holdout_share=0.2,
+    )
+    page = alice_client.get(reverse("agents:detail", args=[support_agent.pk])).text
+    assert reverse("memory:store", args=[store.pk]) in page
+    assert "Support knowledge" in page and "read and propose · up to 400 tokens" in page
+    assert "20% of runs held out" in page

@@ -1,8 +1,8 @@
-"""Memory on other apps' pages: what a run was given."""
+"""Memory on other apps' pages: what a run was given, what an agent reads."""
 
 from django import template
 
-from agentops.memory.models import Memory, MemoryUse
+from agentops.memory.models import Memory, MemoryUse, StoreAttachment
 
 register = template.Library()
 
@@ -20,3 +20,9 @@ def run_memories(run):
         for use in uses
     ]
     return {"rows": rows}
+
+
+@register.inclusion_tag("memory/_agent_stores.html")
+def agent_memory_stores(agent):
+    attachments = StoreAttachment.objects.filter(agent=agent, store__team_id=agent.team_id)
+    return {"attachments": attachments.select_related("store").order_by("store__name")}
