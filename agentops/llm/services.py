@@ -17,7 +17,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Count, Sum
+from django.db.models import Case, Count, F, Sum, Value, When
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
@@ -61,6 +61,10 @@ ESTIMATE_MARGIN = 1.05
 _ESTIMATE_WEIGHT = 0.2  # how fast the learned ratio follows new observations
 _tokens_per_char = {}
 _tokens_per_char_lock = threading.Lock()
+# The usage label of a dream's calls starts with this (dreams run for no agent); the usage
+# page shows them all in one row.
+DREAM_LABEL_PREFIX = "dream "
+DREAMS_PURPOSE = "dreams"
 USAGE_FIELDS = (
     "input_tokens",
     "output_tokens",
@@ -629,13 +633,23 @@ def usage_summary(*, calls):
     by_day = list(
         calls.annotate(day=TruncDate("created_at")).values("day").annotate(**totals).order_by("day")
     )
-    # One row per agent; calls made for no agent (a key test, a dream) are grouped by label.
+    # One row per agent; calls made for no agent are grouped by label, and all dreams (each
+    # labelled with its own number) in one row.
+    purpose = Case(
+        When(label__startswith=DREAM_LABEL_PREFIX, then=Value(DREAMS_PURPOSE)), default=F("label")
+    )
     by_agent = list(
         calls.filter(agent__isnull=False)
         .values("agent_id", "agent__name")
         .annotate(**totals)
         .order_by("-cost")
-    ) + list(calls.filter(agent__isnull=True).values("label").annotate(**totals).order_by("-cost"))
+    ) + list(
+        calls.filter(agent__isnull=True)
+        .annotate(purpose=purpose)
+        .values("purpose")
+        .annotate(**totals)
+        .order_by("-cost")
+    )
     by_model = list(calls.values("model").annotate(**totals).order_by("-cost"))
     overall = calls.aggregate(**totals)
     return {"by_day": by_day, "by_agent": by_agent, "by_model": by_model, "overall": overall}

@@ -22,6 +22,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from agentops.llm.services import (
+    DREAM_LABEL_PREFIX,
     PermanentModelError,
     RateBudgetExhausted,
     TransientModelError,
@@ -561,7 +562,7 @@ def _read_chunk(dream, index):
         tools=[PROPOSE_TOOL],
         tool_choice={"type": "tool", "name": TOOL_NAME},
         max_tokens=MAX_OUTPUT_TOKENS,
-        usage_label=f"dream {dream.pk}",
+        usage_label=f"{DREAM_LABEL_PREFIX}{dream.pk}",
     )
     if result.stop_reason == "refusal":
         return result, None  # the model declined this part; the others still count

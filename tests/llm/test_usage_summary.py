@@ -24,11 +24,16 @@ def test_usage_by_agent_has_one_row_per_agent_whatever_the_label(team_a, alice):
             cost_usd=Decimal("0.001"),
         )
     ModelCallRecord.objects.create(team=team_a, model="claude-haiku-4-5", label="key test")
+    for dream_label in ("dream 4", "dream 5"):
+        ModelCallRecord.objects.create(
+            team=team_a, model="claude-haiku-4-5", label=dream_label, cost_usd=Decimal("0.01")
+        )
 
     rows = usage_summary(calls=ModelCallRecord.objects.filter(team=team_a))["by_agent"]
 
-    assert [(row.get("agent__name"), row.get("label"), row["calls"]) for row in rows] == [
+    assert [(row.get("agent__name"), row.get("purpose"), row["calls"]) for row in rows] == [
         ("Writer", None, 3),
+        (None, "dreams", 2),  # all dreams in one row, not one per dream
         (None, "key test", 1),
     ]
     assert rows[0]["input_tokens"] == 60
