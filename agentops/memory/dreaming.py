@@ -194,6 +194,17 @@ def _session_agents(dream):
     return [attachment.agent for attachment in dream.store.attachments.select_related("agent")]
 
 
+def _covers_the_store(dream):
+    """Whether the dream read what a dream with no filters reads: every attached agent's
+    sessions, with no date range or verdict filter. Only such a dream moves the store's
+    "since the last dream" mark; a narrower one must not hide the sessions it skipped."""
+    if dream.since or dream.until or dream.verdict:
+        return False
+    chosen = set(dream.agents.values_list("pk", flat=True))
+    attached = set(dream.store.attachments.values_list("agent_id", flat=True))
+    return not chosen or chosen >= attached
+
+
 def gather_session_keys(dream, *, before):
     """The sessions a dream reads, oldest first, as "run:<id>" / "evaluation:<id>" keys."""
     agents = _session_agents(dream)
@@ -616,8 +627,9 @@ def _finish(dream_id):
             else ""
         )
         dream.save()
-        store.last_dream_at = dream.sessions_before
-        store.save(update_fields=["last_dream_at"])
+        if _covers_the_store(dream):
+            store.last_dream_at = dream.sessions_before
+            store.save(update_fields=["last_dream_at"])
         audit_record(
             team=dream.team,
             actor=None,

@@ -6,8 +6,11 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+from agentops.agents.services import agent_create
+from agentops.llm.catalogue import DEFAULT_MODEL
 from agentops.memory import dreaming, services
 from agentops.memory.models import (
+    AttachmentMode,
     ChangeOperation,
     ChangeStatus,
     Dream,
@@ -112,6 +115,32 @@ def test_the_next_dream_reads_only_newer_sessions(
     second = _dream(store, alice)
     assert second.session_run_ids == [f"run:{newer.pk}"]
     assert not second.changes.exists()  # one session: nothing recurs
+
+
+def test_a_narrower_dream_leaves_the_other_sessions_for_the_next_one(
+    sim, store, sessions, run_agent, team_a, alice
+):
+    other = agent_create(
+        team=team_a,
+        actor=alice,
+        name="Copy editor",
+        model=DEFAULT_MODEL,
+        system_prompt="You edit copy.",
+        max_tokens=512,
+    )
+    services.attachment_add(store=store, actor=alice, agent=other, mode=AttachmentMode.READ_ONLY)
+    run_agent(other, "Tighten this paragraph.")
+    narrow = _dream(store, alice, agents=[other])
+    assert len(narrow.session_run_ids) == 1
+    graded = _dream(store, alice, verdict=Verdict.SATISFIED)
+    assert len(graded.session_run_ids) == 2
+    store.refresh_from_db()
+    assert store.last_dream_at is None  # neither read everything
+    full = _dream(store, alice)
+    assert len(full.session_run_ids) == 6  # the support agent's five and the editor's run
+    store.refresh_from_db()
+    assert store.last_dream_at == full.sessions_before
+    assert _dream(store, alice).session_run_ids == []
 
 
 def test_sessions_by_agent_range_and_verdict(sim, store, sessions, alice, team_a):
