@@ -522,6 +522,19 @@ def final_scores(evaluation):
     }
 
 
+def _satisfied_score_errors(overrides):
+    """A score a reviewer gives below its criterion's minimum never passes (the rubric says
+    so), so it cannot come with a Satisfied verdict. A reviewer may disagree with the
+    grader, not with the rubric's own rule."""
+    return [
+        f"{criterion.name}: {score} is below its minimum of {criterion.minimum}, so the output "
+        "cannot be Satisfied. Give Max iterations reached (it did not pass), or a score at or "
+        "above the minimum."
+        for criterion, score, _ in overrides
+        if criterion.minimum is not None and score < criterion.minimum
+    ]
+
+
 @transaction.atomic
 def evaluation_review(*, evaluation, reviewer, verdict=None, scores=None, note=""):
     """A human review of the final output. With neither `verdict` nor `scores` it agrees
@@ -549,6 +562,8 @@ def evaluation_review(*, evaluation, reviewer, verdict=None, scores=None, note="
             errors.append(f"{criterion.name}: the score must be 0 to {criterion.scale_max}.")
         elif score != grader_score.score:
             overrides.append((criterion, score, grader_score.score))
+    if not errors and overrides and verdict == Verdict.SATISFIED:
+        errors = _satisfied_score_errors(overrides)
     if errors:
         raise ValidationError({"scores": errors})
     agreed = verdict == evaluation.verdict and not overrides

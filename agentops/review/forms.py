@@ -104,11 +104,19 @@ class ReviewForm(forms.Form):
         required=False, widget=forms.Textarea(attrs={"rows": 2}), max_length=4000
     )
 
-    def __init__(self, *args, evaluation, grader_scores, **kwargs):
+    def __init__(self, *args, evaluation, grader_scores, latest_review=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.evaluation = evaluation
         self.grader_scores = grader_scores
-        self.fields["verdict"].initial = evaluation.verdict
+        # A reviewer who comes back starts from the latest review, not the grader's.
+        overridden = (
+            {o.criterion.key: o.score for o in latest_review.overrides.all()}
+            if latest_review
+            else {}
+        )
+        self.fields["verdict"].initial = (
+            latest_review.verdict if latest_review else evaluation.verdict
+        )
         for key, score in grader_scores.items():
             criterion = score.criterion
             self.fields[f"score_{key}"] = forms.IntegerField(
@@ -116,7 +124,7 @@ class ReviewForm(forms.Form):
                 min_value=0,
                 max_value=criterion.scale_max,
                 required=False,
-                initial=score.score,
+                initial=overridden.get(key, score.score),
                 help_text=f"{criterion.scale_label}; the grader gave {score.score}",
             )
         # The "o" shortcut focuses the first thing a reviewer would change.

@@ -73,7 +73,11 @@ def _evaluation_context(request, evaluation, review_form=None, assign_form=None)
     ]
     may_review = request.membership.can_review and evaluation.is_reviewable
     if may_review and review_form is None:
-        review_form = ReviewForm(evaluation=evaluation, grader_scores=grader_scores)
+        review_form = ReviewForm(
+            evaluation=evaluation,
+            grader_scores=grader_scores,
+            latest_review=reviews[0] if reviews else None,
+        )
     if request.membership.can_review and assign_form is None:
         assign_form = AssignForm(
             team=request.team,

@@ -176,6 +176,24 @@ def test_out_of_range_override_is_a_field_error(bob_client, evaluation):
     assert not HumanReview.objects.exists()
 
 
+def test_a_score_below_its_minimum_cannot_be_called_satisfied(bob_client, evaluation):
+    url = reverse("review:evaluation-review", args=[evaluation.pk])
+    below_minimum = {"decision": "override", "score_accuracy": "1", "verdict": "satisfied"}
+    response = bob_client.post(url, below_minimum)
+    assert response.status_code == 400
+    assert "Accuracy: 1 is below its minimum of 3, so the output cannot be Satisfied" in (
+        response.content.decode()
+    )
+    assert not HumanReview.objects.exists()
+    # The same low score with the verdict it deserves is a review like any other.
+    response = bob_client.post(url, {**below_minimum, "verdict": "max_iterations_reached"})
+    assert response.status_code == 302
+    # Coming back, the form starts from that review, not from the grader's scores.
+    page = bob_client.get(reverse("review:evaluation", args=[evaluation.pk])).content.decode()
+    assert 'name="score_accuracy" value="1"' in page
+    assert '<option value="max_iterations_reached" selected>' in page
+
+
 def test_no_review_form_for_a_grader_error(bob_client, team_a, rubric):
     evaluation = services.evaluation_create(team=team_a, rubric=rubric, task="t")
     services.iteration_record_grader_error(
