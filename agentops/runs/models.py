@@ -29,6 +29,10 @@ class RunTrigger(models.TextChoices):
     DEMO = "demo", "Demo"
 
 
+# How a stop for the team's monthly budget begins (runs.services.team_budget_stop_reason).
+TEAM_BUDGET_REACHED = "Team monthly"
+
+
 class Run(models.Model):
     team = models.ForeignKey("teams.Team", on_delete=models.CASCADE, related_name="runs")
     agent = models.ForeignKey("agents.Agent", on_delete=models.CASCADE, related_name="runs")
@@ -89,6 +93,12 @@ class Run(models.Model):
     @property
     def total_tokens(self):
         return self.input_tokens + self.output_tokens
+
+    @property
+    def stopped_by_team_budget(self):
+        return self.status == RunStatus.BUDGET_REACHED and self.error.startswith(
+            TEAM_BUDGET_REACHED
+        )
 
     @property
     def budget_overrun(self):

@@ -34,6 +34,7 @@ from agentops.llm.services import model_call
 from agentops.teams.services import audit_record
 
 from .models import (
+    TEAM_BUDGET_REACHED,
     ApprovalDecision,
     Run,
     RunStatus,
@@ -977,9 +978,15 @@ def team_budget_state(team):
     limited = budget is not None and (
         budget.monthly_tokens is not None or budget.monthly_cost_usd is not None
     )
+
+    def share(limit, spent):
+        return None if not limited or limit is None else min(float(spent) / float(limit), 1.0)
+
     return {
         "budget": budget if limited else None,
         "used": used,
+        "token_share": share(budget and budget.monthly_tokens, used["tokens"]),
+        "cost_share": share(budget and budget.monthly_cost_usd, used["cost_usd"]),
         "stop_reason": team_budget_stop_reason(team) if limited else "",
     }
 
@@ -995,12 +1002,12 @@ def team_budget_stop_reason(team):
     used = team_month_usage(team)
     if budget.monthly_tokens is not None and used["tokens"] >= budget.monthly_tokens:
         return (
-            f"Team monthly token budget reached: {used['tokens']:,} of "
+            f"{TEAM_BUDGET_REACHED} token budget reached: {used['tokens']:,} of "
             f"{budget.monthly_tokens:,} tokens used this month."
         )
     if budget.monthly_cost_usd is not None and used["cost_usd"] >= budget.monthly_cost_usd:
         return (
-            f"Team monthly cost budget reached: ${used['cost_usd']:.2f} of "
+            f"{TEAM_BUDGET_REACHED} cost budget reached: ${used['cost_usd']:.4f} of "
             f"${budget.monthly_cost_usd:.2f} spent this month."
         )
     return ""

@@ -8,7 +8,6 @@ urlpatterns = [
     path("", views.run_list, name="list"),
     path("compare/", views.run_compare, name="compare"),
     path("budget/", views.team_budget, name="budget"),
-    path("budget/save/", views.team_budget_save, name="budget-save"),
     path("<int:pk>/", views.run_detail, name="detail"),
     path("<int:pk>/cancel/", views.run_cancel, name="cancel"),
     path("<int:pk>/rerun/", views.run_rerun, name="rerun"),

@@ -205,12 +205,14 @@ def _budget_page(request, *, form=None, status=200):
 
 @require_viewer
 def team_budget(request):
+    if request.method == "POST":
+        return _team_budget_save(request)
     return _budget_page(request)
 
 
 @require_admin
-@require_POST
-def team_budget_save(request):
+def _team_budget_save(request):
+    # Posted to the page's own address, so reloading after an error shows the page again.
     form = TeamBudgetForm(request.POST)
     if not form.is_valid():
         return _budget_page(request, form=form, status=400)

@@ -12,7 +12,7 @@ from agentops.teams.models import AuditEvent, Role
 pytestmark = pytest.mark.django_db
 
 BUDGET = reverse("runs:budget")
-SAVE = reverse("runs:budget-save")
+SAVE = BUDGET  # the form posts to the page itself
 
 
 def test_an_admin_sets_the_budget_and_the_next_run_stops_at_it(
@@ -35,9 +35,13 @@ def test_an_admin_sets_the_budget_and_the_next_run_stops_at_it(
     page = alice_client.get(BUDGET)
     assert "Team monthly token budget reached" in page.text
     assert f"of {first.total_tokens:,}" in page.text and "of $25.00" in page.text
+    assert ">100% used</meter>" in page.text
     second = drain(services.run_start(agent=agent, input="Say hi again.", actor=alice))
     assert second.status == RunStatus.BUDGET_REACHED
     assert len(sim.bodies()) == 1
+    # The stopped run says where the limit is set.
+    run_page = alice_client.get(reverse("runs:detail", args=[second.pk])).text
+    assert f'<a href="{BUDGET}">See the team\'s monthly budget</a>' in run_page
 
 
 def test_bad_input_is_refused_beside_its_field_and_nothing_changes(alice_client, team_a):
@@ -71,7 +75,7 @@ def test_members_see_it_admins_change_it_and_each_team_has_its_own(
     viewer = login(member_of_team_a(Role.VIEWER))
     page = viewer.get(BUDGET)
     assert page.status_code == 200 and "of $12.50" in page.text
-    assert "Only owners and admins" in page.text and SAVE not in page.text
+    assert "Only owners and admins" in page.text and 'name="monthly_tokens"' not in page.text
     assert viewer.post(SAVE, {"monthly_cost_usd": "1000"}).status_code == 403
     editor = login(member_of_team_a(Role.EDITOR))
     assert editor.post(SAVE, {"monthly_cost_usd": "1000"}).status_code == 403
