@@ -142,6 +142,8 @@ def run_rerun(request, pk):
         messages.error(request, " ".join(error.messages))
         return redirect("runs:detail", pk=run.pk)
     messages.success(request, f"Run {new_run.pk} started as a rerun of run {run.pk}.")
+    if getattr(new_run, "workflow_run", None) is not None:
+        return redirect("workflows:run", pk=new_run.pk)  # a workflow's run is watched as a tree
     return redirect("runs:detail", pk=new_run.pk)
 
 

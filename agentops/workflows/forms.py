@@ -318,8 +318,10 @@ class ScheduleForm(forms.Form):
 
     def clean(self):
         data = super().clean()
-        if bool(data.get("workflow")) == bool(data.get("agent")):
-            self.add_error("workflow", "Choose either a workflow or an agent (not both).")
+        if data.get("workflow") and data.get("agent"):
+            self.add_error("workflow", "Choose either a workflow or an agent, not both.")
+        elif not data.get("workflow") and not data.get("agent"):
+            self.add_error("workflow", "Choose the workflow or the agent this schedule runs.")
         kind = data.get("kind")
         if kind == ScheduleKind.CRON:
             problem = cron_errors(data.get("cron", ""))

@@ -1,7 +1,7 @@
 import pytest
 from django.urls import reverse
 
-from agentops.runs.models import RunStatus, Thread, ThreadStatus
+from agentops.runs.models import Run, RunStatus, Thread, ThreadStatus
 from agentops.teams.models import Role
 from agentops.workflows.models import Delegation, DelegationStatus, Schedule, Workflow
 from agentops.workflows.services import schedule_create, workflow_run_start
@@ -234,7 +234,13 @@ def test_schedule_form_needs_exactly_one_target(alice_client, make_workflow, spe
         "overlap": "skip",
     }
     response = alice_client.post(reverse("workflows:schedule-create"), data)
-    assert response.status_code == 400 and "Choose either a workflow or an agent" in response.text
+    assert response.status_code == 400
+    assert "Choose either a workflow or an agent, not both." in response.text
+    response = alice_client.post(
+        reverse("workflows:schedule-create"), {**data, "workflow": "", "agent": ""}
+    )
+    assert response.status_code == 400
+    assert "Choose the workflow or the agent this schedule runs." in response.text
 
 
 def test_viewer_role_can_list(member_of_team_a, login, make_workflow, team_a, alice):
@@ -371,3 +377,11 @@ def test_a_sub_agent_waiting_for_its_own_sub_agents_says_so_in_the_tree(
     row = page[page.index(f'data-thread="{middle.child_id}"') :]
     row = row[: row.index("</tr>")]
     assert "Waiting for sub-agents" in row and ">Running<" not in row
+
+
+def test_rerunning_a_workflow_run_opens_the_new_runs_tree(alice_client, make_workflow, sim, drain):
+    run = drain(workflow_run_start(workflow=make_workflow(), input="Plan a launch."))
+    response = alice_client.post(reverse("runs:rerun", args=[run.pk]), {"version": "same"})
+    rerun = Run.objects.get(rerun_of=run)
+    assert response.status_code == 302
+    assert response["Location"] == reverse("workflows:run", args=[rerun.pk])
