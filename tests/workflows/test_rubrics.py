@@ -544,7 +544,8 @@ def test_rerun_from_the_run_page_keeps_a_workflow_run_a_workflow_run(
     original = drain(workflow_run_start(workflow=make_workflow(), input=TASK))
     response = alice_client.post(reverse("runs:rerun", args=[original.pk]), {"version": "same"})
     rerun = original.workflow_run.workflow.runs.exclude(run=original).get().run
-    assert response["Location"] == reverse("runs:detail", args=[rerun.pk])
+    # A workflow's run is watched as a tree: the rerun opens its own.
+    assert response["Location"] == reverse("workflows:run", args=[rerun.pk])
     assert rerun.rerun_of == original
 
 

@@ -1,7 +1,7 @@
 import pytest
 from django.urls import reverse
 
-from agentops.runs.models import Run, RunStatus, Thread, ThreadStatus
+from agentops.runs.models import RunStatus, Thread, ThreadStatus
 from agentops.teams.models import Role
 from agentops.workflows.models import Delegation, DelegationStatus, Schedule, Workflow
 from agentops.workflows.services import schedule_create, workflow_run_start
@@ -377,11 +377,3 @@ def test_a_sub_agent_waiting_for_its_own_sub_agents_says_so_in_the_tree(
     row = page[page.index(f'data-thread="{middle.child_id}"') :]
     row = row[: row.index("</tr>")]
     assert "Waiting for sub-agents" in row and ">Running<" not in row
-
-
-def test_rerunning_a_workflow_run_opens_the_new_runs_tree(alice_client, make_workflow, sim, drain):
-    run = drain(workflow_run_start(workflow=make_workflow(), input="Plan a launch."))
-    response = alice_client.post(reverse("runs:rerun", args=[run.pk]), {"version": "same"})
-    rerun = Run.objects.get(rerun_of=run)
-    assert response.status_code == 302
-    assert response["Location"] == reverse("workflows:run", args=[rerun.pk])
