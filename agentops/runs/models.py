@@ -290,3 +290,8 @@ class TeamBudget(models.Model):
 
     def __str__(self):
         return f"Monthly budget of {self.team}"
+
+    @property
+    def is_set(self):
+        """Whether it limits anything (a row with both limits empty does not)."""
+        return self.monthly_tokens is not None or self.monthly_cost_usd is not None

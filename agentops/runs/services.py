@@ -974,20 +974,18 @@ def team_budget_save(*, team, actor, monthly_tokens=None, monthly_cost_usd=None)
 def team_budget_state(team):
     """This month's usage against the team's budget, for the budget page."""
     budget = TeamBudget.objects.filter(team=team).first()
+    budget = budget if budget is not None and budget.is_set else None
     used = team_month_usage(team)
-    limited = budget is not None and (
-        budget.monthly_tokens is not None or budget.monthly_cost_usd is not None
-    )
 
     def share(limit, spent):
-        return None if not limited or limit is None else min(float(spent) / float(limit), 1.0)
+        return None if limit is None else min(float(spent) / float(limit), 1.0)
 
     return {
-        "budget": budget if limited else None,
+        "budget": budget,
         "used": used,
-        "token_share": share(budget and budget.monthly_tokens, used["tokens"]),
-        "cost_share": share(budget and budget.monthly_cost_usd, used["cost_usd"]),
-        "stop_reason": team_budget_stop_reason(team) if limited else "",
+        "token_share": budget and share(budget.monthly_tokens, used["tokens"]),
+        "cost_share": budget and share(budget.monthly_cost_usd, used["cost_usd"]),
+        "stop_reason": budget and _team_budget_stop_reason(budget, used),
     }
 
 
@@ -997,9 +995,12 @@ def team_budget_stop_reason(team):
         budget = team.budget
     except TeamBudget.DoesNotExist:
         return ""
-    if budget.monthly_tokens is None and budget.monthly_cost_usd is None:
+    if not budget.is_set:
         return ""
-    used = team_month_usage(team)
+    return _team_budget_stop_reason(budget, team_month_usage(team))
+
+
+def _team_budget_stop_reason(budget, used):
     if budget.monthly_tokens is not None and used["tokens"] >= budget.monthly_tokens:
         return (
             f"{TEAM_BUDGET_REACHED} token budget reached: {used['tokens']:,} of "
