@@ -186,6 +186,46 @@ def update(instance, *, fields=None, only_if=None):
     return sql, params
 
 
+def _field(meta, name):
+    return meta.pk if name == "pk" else meta.get_field(name)
+
+
+def _update_where_sql(model, names, conditions):
+    meta = model._meta
+    fields = [meta.get_field(name) for name in names]
+    assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)
+    where = " AND ".join(
+        f"{quote(_field(meta, name).column)} = %s"
+        if size is None
+        else f"{quote(_field(meta, name).column)} IN ({', '.join(['%s'] * size)})"
+        for name, size in conditions
+    )
+    return fields, f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {where}"
+
+
+def update_where(model, values, **conditions):
+    """The statement of model.objects.filter(**conditions).update(**values), for conditions
+    on concrete fields (or pk) by name: `name=value`, or `name=[...]` for IN."""
+    names = tuple(values)
+    shape = tuple(
+        (name, len(value) if isinstance(value, (list, tuple)) else None)
+        for name, value in conditions.items()
+    )
+    fields, sql = cached(
+        ("update_where", model, names, shape), lambda: _update_where_sql(model, names, shape)
+    )
+    meta = model._meta
+    params = [
+        field.get_db_prep_save(values[name], connection)
+        for field, name in zip(fields, names, strict=True)
+    ]
+    for name, value in conditions.items():
+        field = _field(meta, name)
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            params.append(field.get_db_prep_value(item, connection))
+    return sql, params
+
+
 def save_rows(*instances_to_save):
     """Save each instance's row (every concrete field), in one round trip where possible."""
     batch(*(update(instance) for instance in instances_to_save))

@@ -321,6 +321,11 @@ AGENTOPS_GRADER_ATTEMPTS = _env_int("AGENTOPS_GRADER_ATTEMPTS", 3, minimum=1)
 # again after this long; a duplicate message is harmless because claiming is conditional.
 AGENTOPS_STEP_REQUEUE_AFTER_S = _env_int("AGENTOPS_STEP_REQUEUE_AFTER_S", 120, minimum=1)
 AGENTOPS_SWEEP_INTERVAL_S = _env_int("AGENTOPS_SWEEP_INTERVAL_S", 30, minimum=1)
+# A worker whose step queues its thread's next step claims that step itself instead of
+# sending it through the broker (no message, no wait for another worker), for this long
+# after its task began; then the next step goes through the broker again, so one long run
+# does not keep a worker from the others' steps. 0 sends every step through the broker.
+AGENTOPS_STEP_KEEP_S = _env_int("AGENTOPS_STEP_KEEP_S", 30, minimum=0)
 
 # Dreams: how much session text one model call reads, how many sessions one dream reads at
 # most, how many failed attempts in a row end it, when a silent running dream counts as

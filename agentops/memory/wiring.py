@@ -3,13 +3,14 @@ tools. Connected to the run engine through its model-context hook and to the too
 registry; imported once by MemoryConfig.ready()."""
 
 from django.db import IntegrityError, transaction
+from django.db.models import Exists, OuterRef
 
 from agentops.agents.tools import ToolFailure, ToolOutcome, ToolSpec, register
-from agentops.runs.models import Step
+from agentops.runs.models import Step, Thread
 from agentops.runs.services import ModelContext, on_model_context
 
 from . import retrieval, services
-from .models import Memory, MemoryStatus, MemoryUse
+from .models import Memory, MemoryStatus, MemoryUse, StoreAttachment
 
 SEARCH_LIMIT_MAX = 10
 
@@ -52,8 +53,26 @@ def _record_uses(thread):
 
 
 def uses_of(thread):
-    uses = list(MemoryUse.objects.filter(thread=thread).select_related("store"))
-    return uses or _record_uses(thread)
+    # Most agents have no store: one query says so (no uses kept, nothing attached) before
+    # the uses themselves are read.
+    agent = thread.agent_version.agent
+    kept, attached = (
+        Thread.objects.filter(pk=thread.pk)
+        .annotate(
+            kept=Exists(MemoryUse.objects.filter(thread=OuterRef("pk"))),
+            attached=Exists(
+                StoreAttachment.objects.filter(
+                    agent=agent,
+                    store__team_id=agent.team_id,  # as attachments_for reads them
+                )
+            ),
+        )
+        .values_list("kept", "attached")
+        .get()
+    )
+    if kept:
+        return list(MemoryUse.objects.filter(thread=thread).select_related("store"))
+    return _record_uses(thread) if attached else []
 
 
 @on_model_context

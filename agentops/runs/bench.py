@@ -8,12 +8,14 @@ N - 1 tool rounds are done and then answers. Runs are executed one after another
 waits for a busy worker.
 
 The figure the target applies to (`p50_ms`, `p95_ms`) is the per-step overhead as the issue
-defines it: the step's wall time, from the moment the worker starts the step task to the
-moment it returns (its result and the next step's enqueue are committed and sent; see
-bench_probe), minus the simulated latency. It includes the claim, the model client and
-the HTTP round trip, the rate limiter, the call record, the checkpoint and the enqueue.
-The broker hop before it (enqueued -> task started) is reported separately (`queue_*`), and
-so is enqueued -> returned minus the latency (`enqueued_to_returned_*`).
+defines it: the step's wall time, from the moment the worker begins to claim the step to
+the moment it is done with it (its result and the next step are committed, and the next
+step sent to the broker or kept for this worker; see bench_probe), minus the simulated
+latency. It includes the claim, the model client and the HTTP round trip, the rate limiter,
+the call record, the checkpoint and the enqueue. The wait before it (enqueued -> claim
+begins: a broker hop, or next to nothing for a step the worker kept) is reported
+separately (`queue_*`), and so is enqueued -> done minus the latency
+(`enqueued_to_returned_*`).
 """
 
 import json
@@ -184,16 +186,16 @@ def bench_overhead(options, log):
             "steps": len(overheads),
             "latency_ms": latency_ms,
             "overhead_is": (
-                "worker starts the step task -> its result and the next step's enqueue are "
-                "committed and sent, minus the simulated latency"
+                "worker begins to claim the step -> its result and the next step are committed "
+                "and the next step sent or kept, minus the simulated latency"
             ),
             "p50_ms": _ms(overheads),
             "p95_ms": _ms(overheads, 0.95),
             "max_ms": round(max(overheads), 2),
-            "queue_is": "step enqueued (committed) -> worker starts the task (broker hop)",
+            "queue_is": "step enqueued (committed) -> its claim begins (broker hop, or kept)",
             "queue_p50_ms": _ms(queued),
             "queue_p95_ms": _ms(queued, 0.95),
-            "enqueued_to_returned_is": "step enqueued -> task returned, minus the latency",
+            "enqueued_to_returned_is": "step enqueued -> done with it, minus the latency",
             "enqueued_to_returned_p50_ms": _ms(end_to_end),
             "enqueued_to_returned_p95_ms": _ms(end_to_end, 0.95),
             "call_p50_ms": statistics.median(calls),

@@ -25,6 +25,14 @@ def _claim_sql():
         return quote(model._meta.get_field(name).column)
 
     status, attempts = column(Step, "status"), column(Step, "attempts")
+    # The run starts when a worker first claims one of its steps (before the claim, whose
+    # join then reads it running); at any later claim it matches no row.
+    start_run = (
+        f"UPDATE {table(Run)} SET {column(Run, 'status')} = %s, "
+        f"{column(Run, 'started_at')} = %s WHERE {column(Run, 'id')} = "
+        f"(SELECT {column(Step, 'run')} FROM {table(Step)} WHERE {column(Step, 'id')} = %s "
+        f"AND {status} = %s) AND {column(Run, 'status')} = %s"
+    )
     claim = (
         f"UPDATE {table(Step)} SET {status} = %s, {attempts} = {attempts} + 1, "
         f"{column(Step, 'claimed_at')} = %s, {column(Step, 'deadline')} = %s, "
@@ -51,9 +59,9 @@ def _claim_sql():
     if batched():
         # One statement: the claim's RETURNING joined to what executing the step reads.
         sql = f"WITH claimed AS ({claim} RETURNING *) " + context.format(steps="claimed")
-        return [sql], parts
+        return [start_run, sql], parts
     # Elsewhere the claim, then the same SELECT of the claimed step.
-    return [claim, context.format(steps=table(Step)) + " WHERE s.id = %s"], parts
+    return [start_run, claim, context.format(steps=table(Step)) + " WHERE s.id = %s"], parts
 
 
 def claim_step(step_id, *, now, deadline):
@@ -62,10 +70,17 @@ def claim_step(step_id, *, now, deadline):
     "thread__agent_version__agent__team") would: its run, the run's team and budget, its
     thread, the thread's agent version and agent. None when the step was not queued (another
     worker has it)."""
-    from .models import Step, StepStatus
+    from .models import Run, RunStatus, Step, StepStatus
 
     statements, parts = cached(("claim",), _claim_sql)
     meta = Step._meta
+    start_params = [
+        RunStatus.RUNNING,
+        Run._meta.get_field("started_at").get_db_prep_value(now, connection),
+        step_id,
+        StepStatus.QUEUED,
+        RunStatus.QUEUED,
+    ]
     params = [
         StepStatus.RUNNING,
         meta.get_field("claimed_at").get_db_prep_value(now, connection),
@@ -74,10 +89,12 @@ def claim_step(step_id, *, now, deadline):
         step_id,
         StepStatus.QUEUED,
     ]
-    if len(statements) == 1:
-        ((row, _),) = batch((statements[0], params))
+    if len(statements) == 2:
+        _, (row, _) = batch((statements[0], start_params), (statements[1], params))
     else:
-        (_, claimed), (row, _) = batch((statements[0], params), (statements[1], [step_id]))
+        _, (_, claimed), (row, _) = batch(
+            (statements[0], start_params), (statements[1], params), (statements[2], [step_id])
+        )
         row = row if claimed else None
     found = instances(row, parts)
     if found is None:

@@ -291,18 +291,49 @@ def inline_execution():
         _inline.reset(token)
 
 
-def _enqueue(step_id, countdown=0.0):
-    """Send a step to a worker once the current transaction commits."""
-    if _inline.get():
-        return
+class _KeptStep:
+    """The worker's hold on one step its own checkpoint queued (see step_execute): the id
+    of the step it will claim next instead of sending it through the broker."""
+
+    def __init__(self, until):
+        self.until = until
+        self.step_id = None
+
+    def keep(self, step_id):
+        if self.step_id is not None or time.monotonic() >= self.until:
+            return False
+        self.step_id = step_id
+        return True
+
+    def take(self):
+        step_id, self.step_id = self.step_id, None
+        return step_id
+
+
+_kept_step = contextvars.ContextVar("agentops_runs_kept_step", default=None)
+
+
+def _send(step_id, countdown=0.0):
     from .tasks import step_execute as step_execute_task
 
+    try:
+        step_execute_task.apply_async((step_id,), countdown=countdown or None)
+    except Exception:
+        # The step stays queued in the database; the sweeper sends it again.
+        logger.exception("Could not queue step %s; the sweeper will re-send it", step_id)
+
+
+def _enqueue(step_id, countdown=0.0):
+    """Send a step to a worker once the current transaction commits (or, in a worker that
+    may keep one, keep it for this worker to claim next)."""
+    if _inline.get():
+        return
+    kept = _kept_step.get()
+
     def send():
-        try:
-            step_execute_task.apply_async((step_id,), countdown=countdown or None)
-        except Exception:
-            # The step stays queued in the database; the sweeper sends it again.
-            logger.exception("Could not queue step %s; the sweeper will re-send it", step_id)
+        if kept is not None and not countdown and kept.keep(step_id):
+            return
+        _send(step_id, countdown)
 
     transaction.on_commit(send)
 
@@ -471,9 +502,34 @@ def step_decide(*, step, actor, approve, message=""):
 # --- executing steps --------------------------------------------------------------------------
 
 
-def step_execute(*, step_id):
+def step_execute(*, step_id, keep_for_s=0):
     """Claim and execute one step. Safe to call any number of times for the same id: only a
-    call that finds the step queued does anything."""
+    call that finds the step queued does anything.
+
+    With `keep_for_s`, a step this one's checkpoint queues (the thread's next model call,
+    a tool call, a sub-agent's first call, a parent's continuation) is claimed and executed
+    here next, for that long: one broker message and one wait for a worker fewer per step.
+    It is committed as queued like any other, and claimed by the same conditional update;
+    a worker lost before claiming it leaves it queued, and the sweeper sends it again."""
+    kept = _KeptStep(until=time.monotonic() + keep_for_s) if keep_for_s > 0 else None
+    token = _kept_step.set(kept)
+    try:
+        step = _claim_and_execute(step_id)
+        while kept is not None and kept.step_id is not None:
+            next_id = kept.take()
+            try:
+                _claim_and_execute(next_id)
+            except Exception:
+                _send(next_id)  # perhaps never claimed (the database failed): a worker may
+                raise
+    finally:
+        _kept_step.reset(token)
+        if kept is not None and kept.step_id is not None:
+            _send(kept.take())  # kept, then an error: a worker takes it
+    return step
+
+
+def _claim_and_execute(step_id):
     now = timezone.now()
     # With the run, its team and budget, the thread, its version and agent.
     step = claim_step(
@@ -513,10 +569,6 @@ def _execute_model_step(step):
     if budget_message:
         _stop_for_budget(step, budget_message)
         return
-    if run.status == RunStatus.QUEUED:
-        Run.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
-            status=RunStatus.RUNNING, started_at=timezone.now()
-        )
     thread = step.thread
     version = thread.agent_version
     limit_message = next(
@@ -855,17 +907,29 @@ def _end_run(run, status, *, error=""):
     run.error = error or run.error
     run.finished_at = now
     run.started_at = run.started_at or now
-    run.save()
-    Step.objects.filter(run=run, status__in=OPEN_STEP_STATUSES).update(
-        status=StepStatus.CANCELLED, finished_at=now, error=f"Not executed: run {status.label}."
-    )
     thread_status = {
         RunStatus.SUCCEEDED: ThreadStatus.SUCCEEDED,
         RunStatus.CANCELLED: ThreadStatus.CANCELLED,
     }.get(status, ThreadStatus.FAILED)
-    Thread.objects.filter(
-        run=run, status__in=[ThreadStatus.ACTIVE, ThreadStatus.WAITING_CHILDREN]
-    ).update(status=thread_status)
+    fastsql.batch(
+        fastsql.update(run),
+        fastsql.update_where(
+            Step,
+            {
+                "status": StepStatus.CANCELLED,
+                "finished_at": now,
+                "error": f"Not executed: run {status.label}.",
+            },
+            run_id=run.pk,
+            status=OPEN_STEP_STATUSES,
+        ),
+        fastsql.update_where(
+            Thread,
+            {"status": thread_status},
+            run_id=run.pk,
+            status=[ThreadStatus.ACTIVE, ThreadStatus.WAITING_CHILDREN],
+        ),
+    )
     for hook in RUN_FINISHED_HOOKS:
         hook(run=run)
 

@@ -47,8 +47,9 @@ OUTCOME_WORDS = {
 }
 
 
-# A run's WorkflowRun and its version never change: remember them per process, since the
-# engine asks on every model call and every checkpoint of the run's threads.
+# A run's WorkflowRun and its version never change, and a run has one from the transaction
+# that creates it or never: remember the answer per process (None too, for an agent's run),
+# since the engine asks on every model call and every checkpoint of the run's threads.
 _WORKFLOW_RUNS = {}
 _CACHE_LIMIT = 2048
 
@@ -61,10 +62,9 @@ def _workflow_run(run_id):
         .filter(run_id=run_id)
         .first()
     )
-    if found is not None:
-        if len(_WORKFLOW_RUNS) >= _CACHE_LIMIT:
-            _WORKFLOW_RUNS.clear()
-        _WORKFLOW_RUNS[run_id] = found
+    if len(_WORKFLOW_RUNS) >= _CACHE_LIMIT:
+        _WORKFLOW_RUNS.clear()
+    _WORKFLOW_RUNS[run_id] = found
     return found
 
 
@@ -304,7 +304,7 @@ def _grade_note(child):
 
 def delegations_close(*, run):
     """The run ended: settle delegations and delegate calls still open."""
-    if not WorkflowRun.objects.filter(run_id=run.pk).exists():
+    if _workflow_run(run.pk) is None:
         return
     now = timezone.now()
     status = {

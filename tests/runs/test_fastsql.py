@@ -121,3 +121,17 @@ def test_an_error_in_a_batch_is_djangos_error_and_undoes_the_statements_before_i
     assert Team.objects.get(pk=other.pk).slug == "other"
     # The connection is usable again.
     assert fastsql.lock_row(Team, team.pk).name == "Before"
+
+
+@pytest.mark.django_db
+def test_update_where_writes_what_filter_update_would():
+    teams = [Team.objects.create(name=f"T{n}", slug=f"t{n}") for n in range(4)]
+    matched = [teams[0].pk, teams[2].pk, teams[3].pk]
+    statement = fastsql.update_where(Team, {"name": "Renamed"}, pk=matched, slug="t2")
+    ((_, rowcount),) = fastsql.batch(statement)
+    assert rowcount == 1
+    names = dict(Team.objects.filter(pk__in=[t.pk for t in teams]).values_list("slug", "name"))
+    assert names == {"t0": "T0", "t1": "T1", "t2": "Renamed", "t3": "T3"}
+    # Both kinds of condition, and a list of another length, build their own statement.
+    ((_, rowcount),) = fastsql.batch(fastsql.update_where(Team, {"name": "All"}, pk=matched[:2]))
+    assert rowcount == 2
