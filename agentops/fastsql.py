@@ -148,44 +148,6 @@ def batch(*statements):
     return results
 
 
-def _prepared(instance, field):
-    return field.get_db_prep_save(getattr(instance, field.attname), connection)
-
-
-def _update_sql(model, names, conditions):
-    meta = model._meta
-    fields = (
-        [meta.get_field(name) for name in names]
-        if names
-        else [field for field in meta.concrete_fields if not field.primary_key]
-    )
-    assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)
-    where = " AND ".join(
-        [f"{quote(meta.pk.column)} = %s"]
-        + [f"{quote(meta.get_field(name).column)} = %s" for name in conditions]
-    )
-    return fields, f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {where}"
-
-
-def update(instance, *, fields=None, only_if=None):
-    """The statement that writes the instance's row with its values (every concrete field,
-    or `fields`), as Model.save() does; `only_if` ({field name: value}) makes it
-    conditional (its rowcount says whether it wrote)."""
-    model = type(instance)
-    conditions = tuple(sorted(only_if or {}))
-    names = tuple(fields or ())
-    columns, sql = cached(
-        ("update", model, names, conditions), lambda: _update_sql(model, names, conditions)
-    )
-    params = [_prepared(instance, field) for field in columns]
-    params.append(instance.pk)
-    params += [
-        model._meta.get_field(name).get_db_prep_value(only_if[name], connection)
-        for name in conditions
-    ]
-    return sql, params
-
-
 def _field(meta, name):
     return meta.pk if name == "pk" else meta.get_field(name)
 
@@ -224,6 +186,20 @@ def update_where(model, values, **conditions):
         for item in value if isinstance(value, (list, tuple)) else [value]:
             params.append(field.get_db_prep_value(item, connection))
     return sql, params
+
+
+def update(instance, *, fields=None, only_if=None):
+    """The statement that writes the instance's row with its values (every concrete field,
+    or `fields`), as Model.save() does; `only_if` ({field name: value}) makes it
+    conditional (its rowcount says whether it wrote)."""
+    meta = type(instance)._meta
+    columns = (
+        [meta.get_field(name) for name in fields]
+        if fields
+        else [field for field in meta.concrete_fields if not field.primary_key]
+    )
+    values = {field.name: getattr(instance, field.attname) for field in columns}
+    return update_where(type(instance), values, pk=instance.pk, **(only_if or {}))
 
 
 def save_rows(*instances_to_save):

@@ -100,7 +100,7 @@ def _step_uses(context):
     """The stores the calling run's thread was given (not held out)."""
     step = (
         Step.objects.filter(pk=context.step_id, run__team=context.team)
-        .select_related("thread", "run")
+        .select_related("thread__agent_version__agent", "run")
         .first()
         if context.step_id is not None
         else None

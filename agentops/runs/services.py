@@ -513,19 +513,20 @@ def step_execute(*, step_id, keep_for_s=0):
     a worker lost before claiming it leaves it queued, and the sweeper sends it again."""
     kept = _KeptStep(until=time.monotonic() + keep_for_s) if keep_for_s > 0 else None
     token = _kept_step.set(kept)
+    executing = None
     try:
         step = _claim_and_execute(step_id)
         while kept is not None and kept.step_id is not None:
-            next_id = kept.take()
-            try:
-                _claim_and_execute(next_id)
-            except Exception:
-                _send(next_id)  # perhaps never claimed (the database failed): a worker may
-                raise
+            executing = kept.take()
+            _claim_and_execute(executing)
+            executing = None
     finally:
         _kept_step.reset(token)
-        if kept is not None and kept.step_id is not None:
-            _send(kept.take())  # kept, then an error: a worker takes it
+        # An error left a kept step unclaimed (the database failed) or unexecuted: a worker
+        # takes it from the broker; its claim settles whether it still needs doing.
+        for unfinished in (executing, kept and kept.take()):
+            if unfinished is not None:
+                _send(unfinished)
     return step
 
 
