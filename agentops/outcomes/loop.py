@@ -23,7 +23,7 @@ from django.db import transaction
 from django.db.models import Sum
 
 from agentops.runs import services as engine
-from agentops.runs.models import RunStatus, Step, StepKind, Thread, ThreadRole, ThreadStatus
+from agentops.runs.models import Run, RunStatus, Step, StepKind, Thread, ThreadRole, ThreadStatus
 
 from . import grading
 from .models import Evaluation, EvaluationStatus, Verdict
@@ -65,6 +65,14 @@ def thread_grade(*, thread, rubric, task=None, actor=None):
         evaluation.run = run
         fields.append("run")
     evaluation.save(update_fields=fields)
+    # The engine's hooks read these flags instead of looking for evaluations at each step.
+    # The caller's objects are updated too: it may save them whole later in its transaction.
+    if not thread.is_graded:
+        thread.is_graded = True
+        Thread.objects.filter(pk=thread.pk).update(is_graded=True)
+    if not run.has_graded_threads:
+        run.has_graded_threads = True
+        Run.objects.filter(pk=run.pk).update(has_graded_threads=True)
     memory_use_link_evaluation(run=run, evaluation=evaluation)
     return evaluation
 
@@ -108,7 +116,7 @@ def _worker_usage(run, grader_thread):
 def grade_answer(*, run, thread, output):
     """THREAD_ANSWERED_HOOKS: the answer of a thread with a running evaluation goes to a new
     grader thread instead of ending the thread."""
-    if thread.role == ThreadRole.GRADER:
+    if not thread.is_graded:
         return False
     evaluation = _running_evaluation(thread.pk)
     if evaluation is None:
@@ -238,6 +246,8 @@ def _interrupt(evaluation, run_status, error):
 def interrupt_evaluation(*, run):
     """RUN_FINISHED_HOOKS: a run that ends without a verdict ends its evaluations too (a
     succeeded run's sub-agents may still have one running, when the lead answered first)."""
+    if not run.has_graded_threads:
+        return
     running = Evaluation.objects.select_related("rubric_version").filter(
         thread__run=run, status=EvaluationStatus.RUNNING
     )
@@ -252,7 +262,7 @@ def interrupt_evaluation(*, run):
 def interrupt_child_evaluation(*, run, parent, child, outcome, text):
     """CHILD_FINISHED_HOOKS: a sub-agent that ends without an accepted answer (failed,
     cancelled, over budget) ends its evaluation and stops its grader."""
-    if outcome == "succeeded":
+    if outcome == "succeeded" or not child.is_graded:
         return
     graders = Thread.objects.filter(graded_thread=child).exclude(
         status__in=engine.FINISHED_THREAD_STATUSES

@@ -68,8 +68,8 @@ def claim_step(step_id, *, now, deadline):
     """Claim a queued step with a conditional update (RUNNING, one more attempt) and load
     what executing it reads, as select_related("run__team__budget",
     "thread__agent_version__agent__team") would: its run, the run's team and budget, its
-    thread, the thread's agent version and agent. None when the step was not queued (another
-    worker has it)."""
+    thread (whose run is that run), the thread's agent version and agent. None when the
+    step was not queued (another worker has it)."""
     from .models import Run, RunStatus, Step, StepStatus
 
     statements, parts = cached(("claim",), _claim_sql)
@@ -108,6 +108,7 @@ def claim_step(step_id, *, now, deadline):
         agent.team = team
     version.agent = agent
     thread.agent_version = version
+    thread.run = run
     step.run = run
     step.thread = thread
     return step

@@ -699,6 +699,7 @@ def _lock_run_and_thread(step, then):
     run_row, thread_row, result = fastsql.batch(lock_run, lock_thread, then)
     run = fastsql.locked(run_row, Run, step.run_id, run_part)
     thread = fastsql.locked(thread_row, Thread, step.thread_id, thread_part)
+    thread.run = run
     if "thread" in step._state.fields_cache:
         thread.agent_version = step.thread.agent_version
     return run, thread, result

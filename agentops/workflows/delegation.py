@@ -47,24 +47,22 @@ OUTCOME_WORDS = {
 }
 
 
-# A run's WorkflowRun and its version never change, and a run has one from the transaction
-# that creates it or never: remember the answer per process (None too, for an agent's run),
-# since the engine asks on every model call and every checkpoint of the run's threads.
+# A run's WorkflowRun and its version never change (a workflow's run is marked so on its
+# row): remember them per process, since the engine asks on every model call and every
+# checkpoint of the run's threads.
 _WORKFLOW_RUNS = {}
 _CACHE_LIMIT = 2048
 
 
-def _workflow_run(run_id):
-    if run_id in _WORKFLOW_RUNS:
-        return _WORKFLOW_RUNS[run_id]
-    found = (
-        WorkflowRun.objects.select_related("version", "version__workflow")
-        .filter(run_id=run_id)
-        .first()
-    )
+def _workflow_run(run):
+    if not run.in_workflow:
+        return None
+    if run.pk in _WORKFLOW_RUNS:
+        return _WORKFLOW_RUNS[run.pk]
+    found = WorkflowRun.objects.select_related("version", "version__workflow").get(run=run)
     if len(_WORKFLOW_RUNS) >= _CACHE_LIMIT:
         _WORKFLOW_RUNS.clear()
-    _WORKFLOW_RUNS[run_id] = found
+    _WORKFLOW_RUNS[run.pk] = found
     return found
 
 
@@ -113,7 +111,7 @@ def delegate_tool_param(version):
 
 
 def delegate_tools(*, thread):
-    workflow_run = _workflow_run(thread.run_id)
+    workflow_run = _workflow_run(thread.run)
     if workflow_run is None:
         return []
     max_depth = workflow_run.version.max_depth
@@ -158,7 +156,7 @@ def _refusal(workflow_run, step, roster_by_key, *, depth, started):
 
 def delegations_start(*, run, thread, steps):
     """Start one child thread per delegate call (deferred tool steps of a locked thread)."""
-    workflow_run = _workflow_run(run.pk)
+    workflow_run = _workflow_run(run)
     roster_by_key = {}
     started = 0
     if workflow_run is not None:
@@ -272,7 +270,7 @@ def delegation_finished(*, run, parent, child, outcome, text):
         engine.tool_step_resolve(
             run=run, thread=parent, step=step, content=content, is_error=is_error
         )
-    workflow_run = _workflow_run(run.pk)
+    workflow_run = _workflow_run(run)
     if workflow_run is None or not run.is_active:
         return
     version = workflow_run.version
@@ -304,7 +302,7 @@ def _grade_note(child):
 
 def delegations_close(*, run):
     """The run ended: settle delegations and delegate calls still open."""
-    if _workflow_run(run.pk) is None:
+    if _workflow_run(run) is None:
         return
     now = timezone.now()
     status = {
@@ -324,7 +322,7 @@ def child_budget_stop(*, run, thread):
     """A sub-agent past the workflow's per-sub-agent token budget stops."""
     if thread.parent_id is None:
         return ""
-    workflow_run = _workflow_run(run.pk)
+    workflow_run = _workflow_run(run)
     if workflow_run is None or not workflow_run.version.child_budget_tokens:
         return ""
     limit = workflow_run.version.child_budget_tokens

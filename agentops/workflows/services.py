@@ -696,6 +696,7 @@ def workflow_run_start(
             budget_cost_usd=version.budget_cost_usd,
             created_by=actor if getattr(actor, "is_authenticated", False) else None,
             rerun_of=rerun_of,
+            in_workflow=True,
         )
         WorkflowRun.objects.create(run=run, workflow=workflow, version=version)
         thread = Thread.objects.create(

@@ -209,6 +209,17 @@ def test_a_run_without_rubric_is_not_graded(worker, drain, sim, alice):
     assert not _grader_bodies(sim)
 
 
+def test_a_graded_run_and_its_lead_are_marked_graded_and_no_other_thread(
+    worker, rubric, drain, sim, alice
+):
+    run = drain(run_start_graded(rubric=rubric, agent=worker, input=TASK, actor=alice))
+    assert run.has_graded_threads and not run.in_workflow
+    assert list(run.threads.filter(is_graded=True)) == [run.threads.get(role=ThreadRole.LEAD)]
+    plain = drain(engine.run_start(agent=worker, input=TASK, actor=alice))
+    assert not plain.has_graded_threads
+    assert not plain.threads.filter(is_graded=True).exists()
+
+
 # --- run_agent --rubric ------------------------------------------------------------------------
 
 

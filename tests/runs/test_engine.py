@@ -522,7 +522,7 @@ def test_sim_steps_marker_gives_a_run_of_exactly_n_model_calls(
     assert len(_tool_steps(run)) == 4
 
 
-def test_a_threads_model_context_is_read_once_for_its_steps(
+def test_a_threads_model_context_is_read_once_and_no_unused_capability_is_asked(
     make_agent, drain, sim, alice, tool_calls
 ):
     agent = make_agent(tools=_tools("get_weather"))
@@ -532,5 +532,11 @@ def test_a_threads_model_context_is_read_once_for_its_steps(
     with CaptureQueriesContext(connection) as queries:
         run = drain(run)
     assert run.status == RunStatus.SUCCEEDED, run.error
-    memory_reads = [q for q in queries.captured_queries if "memory_storeattachment" in q["sql"]]
+    sql = [query["sql"] for query in queries.captured_queries]
+    memory_reads = [q for q in sql if "memory_storeattachment" in q]
     assert len(memory_reads) == 1  # the first model call only, not each of the four
+    # Without a rubric or a workflow, the run's and its thread's flags answer for the
+    # outcome loop's and delegation's hooks.
+    assert not run.in_workflow and not run.has_graded_threads
+    tables = ("outcomes_evaluation", "workflows_workflowrun", "workflows_delegation")
+    assert [q for q in sql if any(table in q for table in tables)] == []

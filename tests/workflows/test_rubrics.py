@@ -17,10 +17,12 @@ from agentops.outcomes.loop import run_start_graded
 from agentops.outcomes.models import Evaluation, EvaluationStatus, Verdict
 from agentops.runs import services as engine
 from agentops.runs.models import (
+    Run,
     RunStatus,
     Step,
     StepKind,
     StepStatus,
+    Thread,
     ThreadRole,
     ThreadStatus,
 )
@@ -245,6 +247,23 @@ def test_cancelling_the_run_interrupts_every_running_evaluation(
     assert not Step.objects.filter(run=run, status=StepStatus.QUEUED).exists()
 
 
+def test_cancelling_a_run_graded_only_in_a_specialist_interrupts_that_evaluation(
+    graded_workflow, rubric, sim, alice
+):
+    # The run was not graded when it started: the delegation marks it, under its lock.
+    run = workflow_run_start(workflow=graded_workflow(rubrics=[rubric, None]), input=TASK)
+    assert not run.has_graded_threads
+    graders = run.threads.filter(role=ThreadRole.GRADER)
+    _execute_until(run, graders.exists)
+    run.refresh_from_db()
+    assert run.in_workflow and run.has_graded_threads
+    engine.run_cancel(run=run, actor=alice)
+    evaluation = Evaluation.objects.get(thread__run=run)
+    assert evaluation.thread.is_graded and evaluation.thread.parent_id is not None
+    assert evaluation.verdict == Verdict.INTERRUPTED
+    assert evaluation.status == EvaluationStatus.FINISHED
+
+
 def test_an_archived_specialist_rubric_refuses_the_delegation(
     graded_workflow, rubric, specialists, sim, drain, alice
 ):
@@ -391,6 +410,23 @@ def test_runs_graded_before_threads_were_graded_get_their_lead(
     assert set(
         run.threads.filter(role=ThreadRole.GRADER).values_list("graded_thread", flat=True)
     ) == {lead.pk}
+
+
+def test_runs_from_before_the_engine_flags_get_them(
+    graded_workflow, rubric, make_agent, sim, drain
+):
+    workflow_runs = import_module("agentops.workflows.migrations.0004_mark_workflow_runs")
+    graded = import_module("agentops.outcomes.migrations.0004_mark_graded_threads")
+    run = drain(workflow_run_start(workflow=graded_workflow(rubrics=[rubric, None]), input=TASK))
+    drain(engine.run_start(agent=make_agent("Plain"), input=TASK))  # stays unmarked
+    child = Evaluation.objects.get(thread__run=run).thread
+    Run.objects.update(in_workflow=False, has_graded_threads=False)
+    Thread.objects.update(is_graded=False)
+    workflow_runs.mark_workflow_runs(apps, None)
+    graded.mark_graded(apps, None)
+    assert list(Run.objects.filter(in_workflow=True)) == [run]
+    assert list(Run.objects.filter(has_graded_threads=True)) == [run]
+    assert list(Thread.objects.filter(is_graded=True)) == [child]
 
 
 def test_run_workflow_prints_verdicts_and_exits_3_when_not_satisfied(
