@@ -244,18 +244,29 @@ def _insert_sql(model):
     return fields, sql
 
 
-def insert_row(instance):
-    """INSERT a new instance as create() does (auto_now_add filled) and set its pk."""
+def insert(instance):
+    """The INSERT of a new instance as create() does it (auto_now_add filled), to run in a
+    batch; `inserted(instance, result)` then gives the instance its pk."""
     model = type(instance)
     fields, sql = cached(("insert", model), lambda: _insert_sql(model))
     params = [
         field.get_db_prep_save(field.pre_save(instance, True), connection) for field in fields
     ]
-    ((row, _),) = batch((sql, params))
+    return sql, params
+
+
+def inserted(instance, result):
+    row, _ = result
     instance.pk = row[0]
     instance._state.adding = False
     instance._state.db = connection.alias
     return instance
+
+
+def insert_row(instance):
+    """INSERT a new instance as create() does (auto_now_add filled) and set its pk."""
+    (result,) = batch(insert(instance))
+    return inserted(instance, result)
 
 
 def _lock_sql(model):

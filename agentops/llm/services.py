@@ -321,6 +321,7 @@ def model_call(
     agent_id: int | None = None,
     usage_label: str = "",
     on_wait=None,
+    defer_record: bool = False,
 ) -> ModelResult:
     """One Messages API call for `team`, admitted by the shared rate limiter.
 
@@ -329,7 +330,9 @@ def model_call(
     may use the database: its connection is handed back before the wait). Raises
     TransientModelError or PermanentModelError when the call fails; never retries. Writes
     one ModelCallRecord (with `agent_id` and `usage_label`, for the usage page) whatever the
-    outcome, except when no budget was granted.
+    outcome, except when no budget was granted. With `defer_record`, a successful call's
+    record comes back unsaved as `result.record`: the caller saves it with what it writes
+    of the answer (one round trip fewer), or with call_record_save if that fails.
     """
     if _in_transaction():
         raise ModelCallInTransaction("model_call must not run inside a database transaction")
@@ -355,7 +358,11 @@ def model_call(
         max_wait_s=settings.AGENTOPS_RATE_MAX_WAIT_S if max_wait_s is None else max_wait_s,
         on_wait=on_wait and _without_holding_a_connection(on_wait),
     )
-    _record(team, model, outcome, credential, agent_id, usage_label, step_id)
+    record = _call_record(team, model, outcome, credential, agent_id, usage_label, step_id)
+    if defer_record and outcome.error is None:
+        outcome.result.record = record
+    else:
+        call_record_save(record)
     if credential.source == Source.SIMULATOR:
         trim_simulator_history()
     if outcome.error is not None:
@@ -378,36 +385,52 @@ def _without_holding_a_connection(callback):
     return call
 
 
-def _record(team, model, outcome, credential, agent_id, label, step_id):
+def call_record_save(record):
     try:
-        _insert_record(team, model, outcome, credential, agent_id, label, step_id)
+        if connection.in_atomic_block:  # a failure must not end the caller's transaction
+            with transaction.atomic():
+                insert_row(record)
+        else:
+            insert_row(record)  # precompiled (see agentops/fastsql.py), autocommitted
     except DatabaseError:
         # The call is made and paid for: its answer matters more than the usage page's
         # row (the step keeps its tokens and cost). Raising would make the engine call
         # the model again.
-        log.exception("Could not record a model call: team=%s model=%s", team.pk, model)
+        log.exception(
+            "Could not record a model call: team=%s model=%s", record.team_id, record.model
+        )
 
 
-def _insert_record(team, model, outcome, credential, agent_id, label, step_id):
+def call_record_save_unless_saved(record):
+    """Save a deferred record (model_call(defer_record=True)) whose caller's transaction
+    failed, unless that transaction committed it before failing."""
+    try:
+        if record.pk is not None and ModelCallRecord.objects.filter(pk=record.pk).exists():
+            return
+    except DatabaseError:
+        pass  # unknown: saving it again risks a duplicate less than losing it
+    record.pk = None
+    record._state.adding = True
+    call_record_save(record)
+
+
+def _call_record(team, model, outcome, credential, agent_id, label, step_id):
     result, error = outcome.result, outcome.error
     usage = result.usage if result else {}
-    # One INSERT per model call: precompiled (see agentops/fastsql.py), autocommitted.
-    insert_row(
-        ModelCallRecord(
-            team=team,
-            model=result.model if result else model,
-            agent_id=agent_id,
-            label=label[:80],
-            step_id="" if step_id is None else str(step_id)[:64],
-            status=CallStatus.OK if result else CallStatus.ERROR,
-            error_kind=error.kind if error else "",
-            cost_usd=result.cost_usd if result else Decimal(0),
-            latency_ms=outcome.latency_ms,
-            waited_ms=outcome.waited_ms,
-            request_id=(result.request_id if result else error.request_id)[:120],
-            simulated=credential.simulated,
-            **{name: usage.get(name, 0) for name in USAGE_FIELDS},
-        )
+    return ModelCallRecord(
+        team=team,
+        model=result.model if result else model,
+        agent_id=agent_id,
+        label=label[:80],
+        step_id="" if step_id is None else str(step_id)[:64],
+        status=CallStatus.OK if result else CallStatus.ERROR,
+        error_kind=error.kind if error else "",
+        cost_usd=result.cost_usd if result else Decimal(0),
+        latency_ms=outcome.latency_ms,
+        waited_ms=outcome.waited_ms,
+        request_id=(result.request_id if result else error.request_id)[:120],
+        simulated=credential.simulated,
+        **{name: usage.get(name, 0) for name in USAGE_FIELDS},
     )
 
 

@@ -17,6 +17,9 @@ class ModelResult:
     ratelimit: dict[str, str] = field(default_factory=dict)  # anthropic-ratelimit-* headers
     simulated: bool = False
     waited_ms: int = 0  # time spent waiting for rate budget before the request was sent
+    # With model_call(defer_record=True): the call's unsaved ModelCallRecord, which the
+    # caller saves in its own transaction (llm.services.call_record_save if that fails).
+    record: object = None
 
     @property
     def text(self):

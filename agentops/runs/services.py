@@ -22,7 +22,7 @@ from functools import partial
 import redis
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import F, Q, Sum
 from django.utils import timezone
 
@@ -30,7 +30,7 @@ from agentops import fastsql
 from agentops.agents.tools import execute_tool, tool_permission, tools_for_version
 from agentops.llm.errors import PermanentModelError, TransientModelError
 from agentops.llm.retry import retry_delay
-from agentops.llm.services import model_call
+from agentops.llm.services import call_record_save_unless_saved, model_call
 from agentops.teams.services import audit_record
 
 from .models import (
@@ -607,6 +607,7 @@ def _execute_model_step(step):
             agent_id=version.agent_id,  # a sub-agent's calls count for its own agent
             usage_label=f"run {run.pk}",
             on_wait=partial(_note_rate_limit_wait, step),
+            defer_record=True,
         )
     except (TransientModelError, *INFRASTRUCTURE_ERRORS) as error:
         _retry_or_fail(step, error)
@@ -650,6 +651,7 @@ def _execute_role_model_step(step, handler):
             agent_id=thread.agent_version.agent_id,  # a specialist's grading is its own
             usage_label=f"run {run.pk} {thread.role}",
             on_wait=partial(_note_rate_limit_wait, step),
+            defer_record=True,
         )
     except (TransientModelError, *INFRASTRUCTURE_ERRORS) as error:
         if step.attempts < settings.AGENTOPS_STEP_MAX_ATTEMPTS:
@@ -690,26 +692,26 @@ def _execute_tool_step(step):
         fastsql.save_rows_and_commit(run, thread)
 
 
-def _lock_run_and_thread(step, then):
-    """Lock a step's run, then its thread, then run the statement `then` (in one round
-    trip); its result comes back with them. The thread's agent version is pinned (never
+def _lock_run_and_thread(step, *then):
+    """Lock a step's run, then its thread, then run the statements `then` (in one round
+    trip); their results come back with them. The thread's agent version is pinned (never
     edited), so the one the step was executed with is reused rather than read again."""
     lock_run, run_part = fastsql.lock(Run, step.run_id)
     lock_thread, thread_part = fastsql.lock(Thread, step.thread_id)
-    run_row, thread_row, result = fastsql.batch(lock_run, lock_thread, then)
+    run_row, thread_row, *results = fastsql.batch(lock_run, lock_thread, *then)
     run = fastsql.locked(run_row, Run, step.run_id, run_part)
     thread = fastsql.locked(thread_row, Thread, step.thread_id, thread_part)
     thread.run = run
     if "thread" in step._state.fields_cache:
         thread.agent_version = step.thread.agent_version
-    return run, thread, result
+    return run, thread, results
 
 
 def _lock_for_checkpoint(step):
     """Lock run, thread and step (always in that order). The step is None when this claim
     no longer owns it: the sweeper handed it to another worker, whose result counts."""
     lock_step, step_part = fastsql.lock(Step, step.pk)
-    run, thread, step_row = _lock_run_and_thread(step, lock_step)
+    run, thread, (step_row,) = _lock_run_and_thread(step, lock_step)
     locked = fastsql.locked(step_row, Step, step.pk, step_part)
     if locked.status != StepStatus.RUNNING or locked.attempts != step.attempts:
         logger.warning("Discarding a late result for step %s (attempt %s)", step.pk, step.attempts)
@@ -735,29 +737,51 @@ def _record_model_result(step, result):
     step.latency_ms = result.latency_ms
     step.request_id = result.request_id or ""
     step.finished_at = timezone.now()
-    with transaction.atomic():
-        # Recorded only while this claim still owns the step: the same conditional write
-        # that claims it, so a replaced worker's late result changes nothing.
-        record = fastsql.update(
-            step,
-            fields=MODEL_RESULT_FIELDS,
-            only_if={"status": StepStatus.RUNNING, "attempts": step.attempts},
-        )
-        run, thread, (_, owned) = _lock_run_and_thread(step, record)
-        if not owned:
-            logger.warning(
-                "Discarding a late result for step %s (attempt %s)", step.pk, step.attempts
-            )
+    # The call's usage row (model_call(defer_record=True)) is written in the lock's round
+    # trip and committed with the answer; on its own if that transaction fails.
+    usage_row = result.record
+    if usage_row is not None:
+        try:
+            with transaction.atomic():
+                _checkpoint_model_result(step, result, usage_row)
             return
-        run.input_tokens += step.input_tokens
-        run.output_tokens += step.output_tokens
-        run.cost_usd += step.cost_usd
-        run.model_calls += 1
-        run.simulated = run.simulated or bool(result.simulated)
-        if run.is_active and thread.status not in FINISHED_THREAD_STATUSES:
-            thread.turns += 1
-            _continue_after_model(run, thread, step, result.content)
-        fastsql.save_rows_and_commit(run, thread)
+        except DatabaseError:
+            # Perhaps the usage row itself: a paid answer is not lost for it. Recorded
+            # again below, without the row (the step's own conditional write makes a
+            # second checkpoint of a committed result a no-op).
+            logger.exception("Checkpoint of step %s failed with its usage row", step.pk)
+        except Exception:
+            call_record_save_unless_saved(usage_row)
+            raise
+        call_record_save_unless_saved(usage_row)
+    with transaction.atomic():
+        _checkpoint_model_result(step, result, None)
+
+
+def _checkpoint_model_result(step, result, usage_row):
+    # Recorded only while this claim still owns the step: the same conditional write that
+    # claims it, so a replaced worker's late result changes nothing (its call is recorded).
+    record = fastsql.update(
+        step,
+        fields=MODEL_RESULT_FIELDS,
+        only_if={"status": StepStatus.RUNNING, "attempts": step.attempts},
+    )
+    insert_usage = [fastsql.insert(usage_row)] if usage_row is not None else []
+    run, thread, ((_, owned), *inserted) = _lock_run_and_thread(step, record, *insert_usage)
+    for insert_result in inserted:
+        fastsql.inserted(usage_row, insert_result)
+    if not owned:
+        logger.warning("Discarding a late result for step %s (attempt %s)", step.pk, step.attempts)
+        return
+    run.input_tokens += step.input_tokens
+    run.output_tokens += step.output_tokens
+    run.cost_usd += step.cost_usd
+    run.model_calls += 1
+    run.simulated = run.simulated or bool(result.simulated)
+    if run.is_active and thread.status not in FINISHED_THREAD_STATUSES:
+        thread.turns += 1
+        _continue_after_model(run, thread, step, result.content)
+    fastsql.save_rows_and_commit(run, thread)
 
 
 def _continue_after_model(run, thread, step, content):

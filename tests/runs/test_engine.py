@@ -453,6 +453,57 @@ def test_a_late_result_from_a_replaced_worker_is_discarded(make_agent, sim, alic
         assert services._lock_for_checkpoint(step)[2] is None
 
 
+def _usage_rows(step):
+    from agentops.llm.models import ModelCallRecord
+
+    return list(ModelCallRecord.objects.filter(step_id=str(step.pk)))
+
+
+def test_each_model_call_is_recorded_once_with_its_step(make_agent, drain, sim, alice, tool_calls):
+    agent = make_agent(tools=_tools("get_weather"))
+    run = drain(
+        services.run_start(
+            agent=agent, input="Report on the weather. [sim:steps=3]", actor=alice, max_turns=3
+        )
+    )
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    for step in _model_steps(run):
+        (row,) = _usage_rows(step)
+        assert (row.input_tokens, row.output_tokens) == (step.input_tokens, step.output_tokens)
+        assert row.cost_usd == step.cost_usd and row.label == f"run {run.pk}"
+
+
+def test_a_checkpoint_that_fails_still_records_its_paid_call(
+    make_agent, drain, sim, alice, monkeypatch
+):
+    def broken(*args, **kwargs):
+        raise RuntimeError("bug after the call")
+
+    monkeypatch.setattr(services, "_continue_after_model", broken)
+    run = drain(services.run_start(agent=make_agent(), input="Say hi.", actor=alice))
+    assert run.status == RunStatus.FAILED and "bug after the call" in run.error
+    (step,) = _model_steps(run)
+    (row,) = _usage_rows(step)
+    assert row.output_tokens > 0 and len(sim.received) == 1
+
+
+def test_a_usage_row_that_cannot_be_written_does_not_lose_the_answer(
+    make_agent, drain, sim, alice, caplog
+):
+    # The row goes in the checkpoint's transaction: its failure must not fail the step,
+    # which would call the model again.
+    from agentops.llm.models import ModelCallRecord
+
+    table = ModelCallRecord._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE {table} ADD CONSTRAINT refuse_all CHECK (false) NOT VALID")
+    run = drain(services.run_start(agent=make_agent(), input="Say hi.", actor=alice))
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert run.output and run.model_calls == 1 and len(sim.received) == 1
+    assert "Could not record a model call" in caplog.text
+    assert not ModelCallRecord.objects.filter(label=f"run {run.pk}").exists()
+
+
 def test_rerun_same_and_latest_version(make_agent, drain, sim, alice):
     from agentops.agents.services import agent_update
 
