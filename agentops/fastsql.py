@@ -18,11 +18,14 @@ receivers.
 # value is a query parameter.
 # ruff: noqa: S608
 
+import logging
 import threading
 import time
 
 import psycopg
 from django.db import connection
+
+logger = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _cache = {}
@@ -111,7 +114,13 @@ def _execute_prepared(raw_connection, sql, params):
     return cursor
 
 
-def _batch_postgresql(statements):
+def _committed(cursors, commit_at):
+    cursor = cursors[commit_at] if commit_at is not None and commit_at < len(cursors) else None
+    result = cursor.pgresult if cursor is not None else None
+    return result is not None and result.status == psycopg.pq.ExecStatus.COMMAND_OK
+
+
+def _batch_postgresql(statements, commit_at=None):
     connection.validate_no_broken_transaction()
     connection.ensure_connection()
     raw_connection = connection.connection
@@ -119,12 +128,25 @@ def _batch_postgresql(statements):
     with connection.wrap_database_errors:
         if len(statements) == 1:
             cursors = [_execute_prepared(raw_connection, *statements[0])]
+            results = _results(cursors, statements)
         else:
             # Sent together, answered together: one round trip, in order; an error aborts
-            # the statements after it.
-            with raw_connection.pipeline():
-                cursors = [_execute_prepared(raw_connection, *stmt) for stmt in statements]
-        results = _results(cursors, statements)
+            # the statements after it (those after a COMMIT form a transaction of their
+            # own, which ends with the round trip).
+            cursors = []
+            try:
+                with raw_connection.pipeline():
+                    for statement in statements:
+                        cursors.append(_execute_prepared(raw_connection, *statement))
+                results = _results(cursors, statements)
+            except psycopg.Error:
+                if not _committed(cursors, commit_at):
+                    raise
+                # Only what followed the COMMIT failed: the commit stands.
+                logger.warning("Statements after a COMMIT failed", exc_info=True)
+                done = statements[: commit_at + 1]
+                results = _results(cursors[: commit_at + 1], done)
+                results += [None] * (len(statements) - len(done))
     if connection.queries_logged:
         # As Django's debug cursor would (tests capture queries this way).
         duration = time.monotonic() - started
@@ -221,15 +243,23 @@ def _outermost_atomic_block():
     )
 
 
-def save_rows_and_commit(*instances_to_save):
+def save_rows_and_commit(*instances_to_save, then=()):
     """The last statement of an outermost transaction.atomic() block: save the rows and, on
     PostgreSQL, COMMIT in the same round trip. The block's own commit then finds the
     connection idle, which psycopg skips, and runs the on_commit callbacks as usual. Inside
-    another block (a test case's, a caller's) or elsewhere, only the rows are saved."""
+    another block (a test case's, a caller's) or elsewhere, only the rows are saved.
+
+    `then`: statements to run after the COMMIT in the same round trip, as a transaction of
+    their own. Returns their results, or None when they did not run (no COMMIT here) or
+    failed (the commit stands; the failure is logged)."""
     statements = [update(instance) for instance in instances_to_save]
-    if batched() and _outermost_atomic_block():
-        statements.append(("COMMIT", []))
-    batch(*statements)
+    if not (batched() and _outermost_atomic_block()):
+        batch(*statements)
+        return None
+    commit_at = len(statements)
+    statements += [("COMMIT", []), *then]
+    results = _batch_postgresql(statements, commit_at=commit_at)[commit_at + 1 :]
+    return None if then and results[0] is None else results
 
 
 def _insert_sql(model):

@@ -5,8 +5,9 @@ The engine is done with a step once its checkpoint committed and the next step w
 the broker or kept for this worker to claim next (see services.step_execute; both happen on
 commit), so began -> done is the step's wall time as the benchmark defines it: claim, model
 call, checkpoint and enqueue. One task may execute several steps (the kept ones), so the
-probe times each step's execution, not the task. The records go to a Redis list named by
-AGENTOPS_BENCH_PROBE_KEY, which the benchmark reads.
+probe times each step's execution, not the task (a kept step's claim, which travels with
+the previous step's commit, counts in that step's time). The records go to a Redis list
+named by AGENTOPS_BENCH_PROBE_KEY, which the benchmark reads.
 """
 
 import functools
@@ -26,10 +27,10 @@ _redis = []
 
 def _timed(claim_and_execute):
     @functools.wraps(claim_and_execute)
-    def timed(step_id):
+    def timed(step_id, claimed=None):
         started = time.time()
         try:
-            return claim_and_execute(step_id)
+            return claim_and_execute(step_id, claimed=claimed)
         finally:
             returned = time.time()
             # Sent after the step's own timing ends.

@@ -70,9 +70,16 @@ def claim_step(step_id, *, now, deadline):
     "thread__agent_version__agent__team") would: its run, the run's team and budget, its
     thread (whose run is that run), the thread's agent version and agent. None when the
     step was not queued (another worker has it)."""
+    statements = claim_statements(step_id, now=now, deadline=deadline)
+    return claimed_step(batch(*statements))
+
+
+def claim_statements(step_id, *, now, deadline):
+    """The statements of claim_step, to run in a batch (on PostgreSQL, in one round trip:
+    also after another transaction's COMMIT); claimed_step reads their results."""
     from .models import Run, RunStatus, Step, StepStatus
 
-    statements, parts = cached(("claim",), _claim_sql)
+    statements, _ = cached(("claim",), _claim_sql)
     meta = Step._meta
     start_params = [
         RunStatus.RUNNING,
@@ -90,11 +97,17 @@ def claim_step(step_id, *, now, deadline):
         StepStatus.QUEUED,
     ]
     if len(statements) == 2:
-        _, (row, _) = batch((statements[0], start_params), (statements[1], params))
+        return [(statements[0], start_params), (statements[1], params)]
+    return [(statements[0], start_params), (statements[1], params), (statements[2], [step_id])]
+
+
+def claimed_step(results):
+    """The Step claim_statements claimed, with its context, or None."""
+    _, parts = cached(("claim",), _claim_sql)
+    if len(results) == 2:
+        _, (row, _) = results
     else:
-        _, (_, claimed), (row, _) = batch(
-            (statements[0], start_params), (statements[1], params), (statements[2], [step_id])
-        )
+        _, (_, claimed), (row, _) = results
         row = row if claimed else None
     found = instances(row, parts)
     if found is None:

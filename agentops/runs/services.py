@@ -46,7 +46,7 @@ from .models import (
     Thread,
     ThreadStatus,
 )
-from .rows import claim_step
+from .rows import claim_statements, claim_step, claimed_step
 
 logger = logging.getLogger(__name__)
 
@@ -292,22 +292,36 @@ def inline_execution():
 
 
 class _KeptStep:
-    """The worker's hold on one step its own checkpoint queued (see step_execute): the id
-    of the step it will claim next instead of sending it through the broker."""
+    """The worker's hold on one step its own checkpoint queues (see step_execute): the id
+    of the step it will claim next instead of sending it through the broker. The step is
+    chosen when it is queued (`reserve`) and kept once its transaction commits (`keep`); its
+    claim may come back with that commit (`claimed`, see _save_and_commit)."""
 
     def __init__(self, until):
         self.until = until
+        self.reserved = None
         self.step_id = None
+        self.claimed = None  # (step id, the claimed Step or None) from a commit's round trip
 
-    def keep(self, step_id):
-        if self.step_id is not None or time.monotonic() >= self.until:
+    def reserve(self, step_id):
+        if self.reserved is not None or self.step_id is not None:
             return False
-        self.step_id = step_id
+        if time.monotonic() >= self.until:
+            return False
+        self.reserved = step_id
         return True
 
+    def keep(self, step_id):
+        self.step_id = step_id
+
     def take(self):
-        step_id, self.step_id = self.step_id, None
-        return step_id
+        """The kept step's id and, when its claim came with the commit, what it found:
+        (id, (Step or None,)), or (id, None) when it is still to be claimed."""
+        step_id, self.step_id, self.reserved = self.step_id, None, None
+        claimed, self.claimed = self.claimed, None
+        if step_id is None or claimed is None or claimed[0] != step_id:
+            return step_id, None
+        return step_id, (claimed[1],)
 
 
 _kept_step = contextvars.ContextVar("agentops_runs_kept_step", default=None)
@@ -329,13 +343,34 @@ def _enqueue(step_id, countdown=0.0):
     if _inline.get():
         return
     kept = _kept_step.get()
+    keep = kept is not None and not countdown and kept.reserve(step_id)
 
     def send():
-        if kept is not None and not countdown and kept.keep(step_id):
-            return
-        _send(step_id, countdown)
+        if keep:
+            kept.keep(step_id)
+        else:
+            _send(step_id, countdown)
 
     transaction.on_commit(send)
+
+
+def _save_and_commit(*rows):
+    """A checkpoint's last round trip: save its rows and commit (fastsql.save_rows_and_commit)
+    and, when its transaction reserved a step for this worker, claim that step right after
+    the COMMIT in the same round trip: one round trip fewer before the worker executes it.
+    The step was committed queued; the claim is the same conditional update as any."""
+    kept = _kept_step.get()
+    step_id = kept.reserved if kept is not None else None
+    if step_id is None or not fastsql.batched():
+        fastsql.save_rows_and_commit(*rows)
+        return
+    now = timezone.now()
+    deadline = now + timedelta(seconds=settings.AGENTOPS_STEP_DEADLINE_S)
+    results = fastsql.save_rows_and_commit(
+        *rows, then=claim_statements(step_id, now=now, deadline=deadline)
+    )
+    if results is not None:
+        kept.claimed = (step_id, claimed_step(results))
 
 
 def _new_step(*, thread, kind, turn, status=StepStatus.QUEUED, countdown=0.0, **fields):
@@ -517,25 +552,29 @@ def step_execute(*, step_id, keep_for_s=0):
     try:
         step = _claim_and_execute(step_id)
         while kept is not None and kept.step_id is not None:
-            executing = kept.take()
-            _claim_and_execute(executing)
+            executing, claimed = kept.take()
+            _claim_and_execute(executing, claimed=claimed)
             executing = None
     finally:
         _kept_step.reset(token)
         # An error left a kept step unclaimed (the database failed) or unexecuted: a worker
         # takes it from the broker; its claim settles whether it still needs doing.
-        for unfinished in (executing, kept and kept.take()):
+        for unfinished in (executing, kept and kept.take()[0]):
             if unfinished is not None:
                 _send(unfinished)
     return step
 
 
-def _claim_and_execute(step_id):
-    now = timezone.now()
-    # With the run, its team and budget, the thread, its version and agent.
-    step = claim_step(
-        step_id, now=now, deadline=now + timedelta(seconds=settings.AGENTOPS_STEP_DEADLINE_S)
-    )
+def _claim_and_execute(step_id, claimed=None):
+    """`claimed`: (Step or None,) when the step's claim already ran (see _save_and_commit)."""
+    if claimed is None:
+        now = timezone.now()
+        # With the run, its team and budget, the thread, its version and agent.
+        step = claim_step(
+            step_id, now=now, deadline=now + timedelta(seconds=settings.AGENTOPS_STEP_DEADLINE_S)
+        )
+    else:
+        (step,) = claimed
     if step is None:
         return None
     run = step.run
@@ -689,7 +728,7 @@ def _execute_tool_step(step):
         _record_tool_result(
             run, thread, locked, content=content, is_error=outcome.is_error, latency_ms=latency_ms
         )
-        fastsql.save_rows_and_commit(run, thread)
+        _save_and_commit(run, thread)
 
 
 def _lock_run_and_thread(step, *then):
@@ -781,7 +820,7 @@ def _checkpoint_model_result(step, result, usage_row):
     if run.is_active and thread.status not in FINISHED_THREAD_STATUSES:
         thread.turns += 1
         _continue_after_model(run, thread, step, result.content)
-    fastsql.save_rows_and_commit(run, thread)
+    _save_and_commit(run, thread)
 
 
 def _continue_after_model(run, thread, step, content):

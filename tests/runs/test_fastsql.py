@@ -51,6 +51,24 @@ def test_a_nested_block_saves_without_committing_its_callers_transaction():
     assert Team.objects.get(pk=team.pk).name == "Before"
 
 
+@pytest.mark.django_db(transaction=True)
+def test_statements_after_the_commit_run_in_its_round_trip_and_cannot_undo_it():
+    team = Team.objects.create(name="Before", slug="before")
+    select = "SELECT name FROM teams_team WHERE id = %s"
+    with transaction.atomic():
+        team.name = "After"
+        (((name,), _),) = fastsql.save_rows_and_commit(team, then=[(select, [team.pk])])
+    assert name == "After"  # it ran after the commit, seeing it
+    with transaction.atomic():
+        team.name = "Again"
+        callbacks = []
+        transaction.on_commit(lambda: callbacks.append("sent"))
+        assert fastsql.save_rows_and_commit(team, then=[("SELECT 1/0", [])]) is None
+    # Their failure is logged, not raised: the commit and its callbacks stand.
+    assert callbacks == ["sent"] and Team.objects.get(pk=team.pk).name == "Again"
+    assert connection.connection.info.transaction_status == TransactionStatus.IDLE
+
+
 def test_inside_a_test_case_it_only_saves(team_a):
     team_a.name = "Renamed"
     with transaction.atomic():

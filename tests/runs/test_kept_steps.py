@@ -1,5 +1,6 @@
 """A worker claims the steps its own checkpoints queue (services.step_execute with
-keep_for_s), committed for real: the kept step is chosen when the checkpoint commits."""
+keep_for_s), committed for real: the kept step is chosen when it is queued, kept when its
+checkpoint commits, and claimed in the round trip of that commit."""
 
 import pytest
 from django.db import OperationalError
@@ -93,20 +94,58 @@ def test_of_parallel_tool_calls_the_worker_keeps_one_and_sends_the_rest(
     assert broker == [first.pk, sent.pk]
 
 
+def _counting_claims(monkeypatch, *, fail_after=None):
+    claim = services.claim_step
+    claims = []
+
+    def counted(step_id, **kwargs):
+        claims.append(step_id)
+        if fail_after is not None and len(claims) > fail_after:
+            raise OperationalError("the database went away")
+        return claim(step_id, **kwargs)
+
+    monkeypatch.setattr(services, "claim_step", counted)
+    return claims
+
+
+def _claims_after_commit_fail(monkeypatch):
+    monkeypatch.setattr(
+        services, "claim_statements", lambda step_id, **kwargs: [("SELECT 1/0", [])]
+    )
+
+
+def test_a_kept_steps_claim_comes_back_with_its_checkpoints_commit(
+    make_agent, sim, alice, broker, monkeypatch
+):
+    run, first = _weather_run(make_agent, alice, steps=3)
+    claims = _counting_claims(monkeypatch)
+    services.step_execute(step_id=first.pk, keep_for_s=60)
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert claims == [first.pk]  # the other four came with the commit that queued them
+    assert all(step.attempts == 1 for step in _steps(run))
+
+
+def test_a_kept_step_whose_claim_failed_after_the_commit_is_claimed_on_its_own(
+    make_agent, sim, alice, broker, monkeypatch
+):
+    run, first = _weather_run(make_agent, alice, steps=2)
+    _claims_after_commit_fail(monkeypatch)
+    claims = _counting_claims(monkeypatch)
+    services.step_execute(step_id=first.pk, keep_for_s=60)
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED, run.error  # every commit stood
+    steps = _steps(run)
+    assert claims == [step.pk for step in steps] and broker == [first.pk]
+    assert sim.step_counts() == {str(step.pk): 1 for step in steps if step.kind == "model_call"}
+
+
 def test_a_kept_step_the_worker_could_not_claim_goes_to_the_broker(
     make_agent, sim, alice, broker, monkeypatch
 ):
     run, first = _weather_run(make_agent, alice, steps=2)
-    claim = services.claim_step
-    claims = []
-
-    def database_gone_after_the_first_claim(step_id, **kwargs):
-        claims.append(step_id)
-        if len(claims) > 1:
-            raise OperationalError("the database went away")
-        return claim(step_id, **kwargs)
-
-    monkeypatch.setattr(services, "claim_step", database_gone_after_the_first_claim)
+    _claims_after_commit_fail(monkeypatch)
+    _counting_claims(monkeypatch, fail_after=1)
     with pytest.raises(OperationalError):
         services.step_execute(step_id=first.pk, keep_for_s=60)
     first, tool = _steps(run)
