@@ -76,6 +76,7 @@ def uses_simulator(team) -> bool:
 
 _clients = {}
 _clients_lock = threading.Lock()
+_building_lock = threading.Lock()
 _simulator_transport = None
 
 
@@ -128,10 +129,17 @@ def client_for_credential(credential: Credential) -> anthropic.Anthropic:
     cache_key = (credential.source, credential.bucket_id, credential.base_url)
     with _clients_lock:
         client = _clients.get(cache_key)
-    if client is None:
-        client = build_client(credential)
+    if client is not None:
+        return client
+    # A fan-out starts many calls at once on a fresh worker: they build one client (each
+    # build loads the system's certificates), not one each.
+    with _building_lock:
         with _clients_lock:
-            client = _clients.setdefault(cache_key, client)
+            client = _clients.get(cache_key)
+        if client is None:
+            client = build_client(credential)
+            with _clients_lock:
+                _clients[cache_key] = client
     return client
 
 

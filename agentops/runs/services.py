@@ -158,13 +158,16 @@ def step_create(*, thread, kind, turn, **fields):
     return _new_step(thread=thread, kind=kind, turn=turn, **fields)
 
 
-def tool_step_resolve(*, run, thread, step, content, is_error):
+def tool_step_resolve(*, run, thread, step, content, is_error, also=()):
     """Give a deferred tool step its result, on locked rows; the turn's last result sends
-    them all back to the model in the order of the calls. The caller saves run and thread."""
+    them all back to the model in the order of the calls. The caller saves run and thread.
+    `also`: the caller's own statements, written with the step in one round trip."""
     latency = None
     if step.claimed_at:
         latency = int((timezone.now() - step.claimed_at).total_seconds() * 1000)
-    _record_tool_result(run, thread, step, content=content, is_error=is_error, latency_ms=latency)
+    _record_tool_result(
+        run, thread, step, content=content, is_error=is_error, latency_ms=latency, also=also
+    )
 
 
 def child_thread_end(*, run, thread, outcome, text=""):
@@ -922,14 +925,14 @@ def _start_tool_steps(run, thread, tool_uses):
         DEFERRED_TOOLS[name](run=run, thread=thread, steps=steps)
 
 
-def _record_tool_result(run, thread, step, *, content, is_error, latency_ms):
+def _record_tool_result(run, thread, step, *, content, is_error, latency_ms, also=()):
     """Record one tool call's result on locked rows; the last of a turn's tool calls sends
     all results back to the model."""
     step.status = StepStatus.SUCCEEDED
     step.response = {"content": content, "is_error": bool(is_error)}
     step.latency_ms = latency_ms
     step.finished_at = timezone.now()
-    fastsql.save_rows(step)
+    fastsql.batch(*also, fastsql.update(step))
     run.tool_calls += 1
     thread.pending_tools = max(thread.pending_tools - 1, 0)
     if thread.pending_tools or not run.is_active or thread.status in FINISHED_THREAD_STATUSES:

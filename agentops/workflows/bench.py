@@ -194,10 +194,11 @@ def _phase(
 
 def _timeline(run):
     """Where the unlimited phase's makespan went, in seconds from the run's creation, read
-    from its steps: the children's first steps queued, their model calls under way (a
+    from its steps: the children's first steps queued and claimed, their model calls under way (a
     call's start is its end minus its latency), their calls answered, and the lead's
-    synthesis queued by the last child's checkpoint. `checkpoints_s` is that last gap: the
-    children's checkpoints, which take the run's row lock one after another."""
+    synthesis queued by the last child's checkpoint, its call under way and answered, and
+    the run's end. `checkpoints_s` is the gap between the last answer and the synthesis
+    queued: the children's checkpoints, which take the run's row lock one after another."""
     from agentops.runs.models import StepKind, ThreadRole
 
     def since_start(moment):
@@ -215,9 +216,15 @@ def _timeline(run):
     calls_answered = max(step.finished_at for step in children)
     return {
         "children_queued_s": since_start(max(step.enqueued_at for step in children)),
+        "children_claimed_s": since_start(max(step.claimed_at for step in children)),
         "children_calls_started_s": since_start(calls_started),
         "children_answered_s": since_start(calls_answered),
         "lead_resumed_s": since_start(synthesis.enqueued_at),
+        "lead_call_started_s": since_start(
+            synthesis.finished_at - timedelta(milliseconds=synthesis.latency_ms)
+        ),
+        "lead_answered_s": since_start(synthesis.finished_at),
+        "run_finished_s": since_start(run.finished_at),
         "checkpoints_s": round((synthesis.enqueued_at - calls_answered).total_seconds(), 3),
     }
 

@@ -237,15 +237,54 @@ def start_waiting_children(*, run, version, fresh=None):
     )
 
 
+def _delegation_of_child_sql():
+    from agentops.agents.models import Agent
+
+    from .models import RosterEntry
+
+    def table(model):
+        return fastsql.quote(model._meta.db_table)
+
+    def column(model, name):
+        return fastsql.quote(model._meta.get_field(name).column)
+
+    parts = [
+        fastsql.reader(Delegation, "d"),
+        fastsql.reader(RosterEntry, "e"),
+        fastsql.reader(Agent, "a"),
+        fastsql.reader(Step, "s"),
+    ]
+    sql = (
+        f"SELECT {', '.join(part.select for part in parts)} FROM {table(Delegation)} d "  # noqa: S608
+        f"JOIN {table(RosterEntry)} e ON e.id = d.{column(Delegation, 'roster_entry')} "
+        f"JOIN {table(Agent)} a ON a.id = e.{column(RosterEntry, 'agent')} "
+        f"JOIN {table(Step)} s ON s.id = d.{column(Delegation, 'step')} "
+        f"WHERE d.{column(Delegation, 'child')} = %s"
+    )
+    return sql, parts
+
+
+def _delegation_of_child(child):
+    """The child's Delegation with its roster entry, the entry's agent and the delegate
+    step, as select_related would load them, in one prepared statement: every sub-agent's
+    end reads it while holding its run's row lock, which its siblings wait for."""
+    sql, parts = fastsql.cached(("delegation of child",), _delegation_of_child_sql)
+    ((row, _),) = fastsql.batch((sql, [child.pk]))
+    found = fastsql.instances(row, parts)
+    if found is None:
+        return None
+    delegation, entry, agent, step = found
+    entry.agent = agent
+    delegation.roster_entry = entry
+    delegation.step = step
+    return delegation
+
+
 def delegation_finished(*, run, parent, child, outcome, text):
     """A child thread ended: its result answers its delegate call (is_error unless it
     succeeded); a freed slot starts the next waiting child."""
     # The caller holds the run's row lock, under which every delegation of the run changes.
-    delegation = (
-        Delegation.objects.select_related("roster_entry__agent", "step")
-        .filter(child_id=child.pk)
-        .first()
-    )
+    delegation = _delegation_of_child(child)
     if delegation is None or not delegation.is_open:
         return
     delegation.status = OUTCOME_STATUS[outcome]
@@ -253,9 +292,8 @@ def delegation_finished(*, run, parent, child, outcome, text):
     delegation.started_at = delegation.started_at or delegation.finished_at
     if outcome != "succeeded":
         delegation.error = text
-    fastsql.batch(
-        fastsql.update(delegation, fields=["status", "finished_at", "started_at", "error"])
-    )
+    # Written with the delegate step's result below, in one round trip.
+    finish = fastsql.update(delegation, fields=["status", "finished_at", "started_at", "error"])
     step = delegation.step
     if outcome == "succeeded":
         content, is_error = text or "(The specialist returned no text.)", False
@@ -268,8 +306,10 @@ def delegation_finished(*, run, parent, child, outcome, text):
         parent.status = ThreadStatus.ACTIVE
     if step.status == StepStatus.RUNNING:
         engine.tool_step_resolve(
-            run=run, thread=parent, step=step, content=content, is_error=is_error
+            run=run, thread=parent, step=step, content=content, is_error=is_error, also=[finish]
         )
+    else:
+        fastsql.batch(finish)
     workflow_run = _workflow_run(run)
     if workflow_run is None or not run.is_active:
         return

@@ -1,5 +1,6 @@
 """model_call through the real SDK against the in-process simulator."""
 
+import time
 from decimal import Decimal
 
 import pytest
@@ -243,6 +244,38 @@ def test_environment_key_and_base_url_are_used(team_a, settings, monkeypatch):
     assert client.max_retries == 0
     settings.ANTHROPIC_API_KEY = "sk-ant-api03-" + "x" * 40
     assert not llm_client.uses_simulator(team_a)
+
+
+def test_calls_that_start_together_on_a_fresh_process_build_one_client(team_a, monkeypatch):
+    import threading
+
+    from agentops.llm import client as llm_client
+
+    credential = llm_client.credential_for_team(team_a)
+    llm_client.forget_clients()
+    built = []
+    build = llm_client.build_client
+
+    def slow_build(credential, **kwargs):
+        built.append(credential)
+        time.sleep(0.05)  # long enough for every thread to find the cache empty
+        return build(credential, **kwargs)
+
+    monkeypatch.setattr(llm_client, "build_client", slow_build)
+    start = threading.Barrier(8)
+    clients = []
+
+    def call():
+        start.wait()
+        clients.append(llm_client.client_for_credential(credential))
+
+    threads = [threading.Thread(target=call) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(built) == 1 and len({id(client) for client in clients}) == 1
+    llm_client.forget_clients()
 
 
 def test_the_input_estimate_learns_the_real_ratio(team_a, sim):
