@@ -117,7 +117,12 @@ def _execute_prepared(raw_connection, sql, params):
 def _committed(cursors, commit_at):
     cursor = cursors[commit_at] if commit_at is not None and commit_at < len(cursors) else None
     result = cursor.pgresult if cursor is not None else None
-    return result is not None and result.status == psycopg.pq.ExecStatus.COMMAND_OK
+    # A COMMIT of a failed transaction succeeds too, as a ROLLBACK.
+    return (
+        result is not None
+        and result.status == psycopg.pq.ExecStatus.COMMAND_OK
+        and cursor.statusmessage == "COMMIT"
+    )
 
 
 def _batch_postgresql(statements, commit_at=None):

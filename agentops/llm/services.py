@@ -405,7 +405,11 @@ def call_record_save_unless_saved(record):
     """Save a deferred record (model_call(defer_record=True)) whose caller's transaction
     failed, unless that transaction committed it before failing."""
     try:
-        if record.pk is not None and ModelCallRecord.objects.filter(pk=record.pk).exists():
+        # Its own row, not one that took its id after a rollback (SQLite reuses them).
+        saved = ModelCallRecord.objects.filter(
+            pk=record.pk, step_id=record.step_id, request_id=record.request_id
+        )
+        if record.pk is not None and saved.exists():
             return
     except DatabaseError:
         pass  # unknown: saving it again risks a duplicate less than losing it

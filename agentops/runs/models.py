@@ -70,9 +70,10 @@ class Run(models.Model):
     # What the engine's hooks need to know, kept on the row the claim and the checkpoint
     # load anyway, so they need not ask other tables at every step: a workflow's run may
     # delegate (set at its creation); a run with a graded thread (its lead, or a specialist
-    # given a rubric when it starts) has evaluations to end with it.
-    in_workflow = models.BooleanField(default=False)
-    has_graded_threads = models.BooleanField(default=False)
+    # given a rubric when it starts) has evaluations to end with it. A database default too,
+    # so code from before them can still create rows while a deploy migrates.
+    in_workflow = models.BooleanField(default=False, db_default=False)
+    has_graded_threads = models.BooleanField(default=False, db_default=False)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -171,7 +172,7 @@ class Thread(models.Model):
     )
     # Its answers are graded against a rubric (it has an Evaluation): set in the transaction
     # that creates the thread, so its steps need not ask.
-    is_graded = models.BooleanField(default=False)
+    is_graded = models.BooleanField(default=False, db_default=False)
     status = models.CharField(
         max_length=20, choices=ThreadStatus.choices, default=ThreadStatus.ACTIVE
     )

@@ -322,7 +322,12 @@ class _KeptStep:
         (id, (Step or None,)), or (id, None) when it is still to be claimed."""
         step_id, self.step_id, self.reserved = self.step_id, None, None
         claimed, self.claimed = self.claimed, None
-        if step_id is None or claimed is None or claimed[0] != step_id:
+        if claimed is not None and claimed[0] != step_id:
+            # Claimed with a commit whose callbacks did not all run: this task will not
+            # execute it, so it goes back to the queue (see step_execute).
+            _hand_back(claimed[0], (claimed[1],))
+            claimed = None
+        if step_id is None or claimed is None:
             return step_id, None
         return step_id, (claimed[1],)
 
@@ -355,6 +360,13 @@ def _enqueue(step_id, countdown=0.0):
             _send(step_id, countdown)
 
     transaction.on_commit(send)
+
+
+def _forget_reservation():
+    """A transaction that reserved a kept step rolled back: the step does not exist."""
+    kept = _kept_step.get()
+    if kept is not None and kept.step_id is None:
+        kept.reserved = None
 
 
 def _save_and_commit(*rows):
@@ -547,25 +559,45 @@ def step_execute(*, step_id, keep_for_s=0):
     With `keep_for_s`, a step this one's checkpoint queues (the thread's next model call,
     a tool call, a sub-agent's first call, a parent's continuation) is claimed and executed
     here next, for that long: one broker message and one wait for a worker fewer per step.
-    It is committed as queued like any other, and claimed by the same conditional update;
-    a worker lost before claiming it leaves it queued, and the sweeper sends it again."""
+    It is committed as queued like any other and claimed by the same conditional update,
+    on PostgreSQL in the round trip of that commit (see _save_and_commit). A task that
+    stops before finishing it hands it back (_hand_back); a worker lost outright leaves it
+    to the sweeper, queued or claimed."""
     kept = _KeptStep(until=time.monotonic() + keep_for_s) if keep_for_s > 0 else None
     token = _kept_step.set(kept)
     executing = None
     try:
         step = _claim_and_execute(step_id)
         while kept is not None and kept.step_id is not None:
-            executing, claimed = kept.take()
-            _claim_and_execute(executing, claimed=claimed)
+            executing = kept.take()
+            _claim_and_execute(*executing)
             executing = None
     finally:
         _kept_step.reset(token)
-        # An error left a kept step unclaimed (the database failed) or unexecuted: a worker
-        # takes it from the broker; its claim settles whether it still needs doing.
-        for unfinished in (executing, kept and kept.take()[0]):
-            if unfinished is not None:
-                _send(unfinished)
+        # An error left a kept step unclaimed, or claimed here and unfinished: another
+        # worker takes it (see _hand_back).
+        for unfinished in (executing, kept and kept.take()):
+            if unfinished is not None and unfinished[0] is not None:
+                _hand_back(*unfinished)
     return step
+
+
+def _hand_back(step_id, claimed=None):
+    """Send a kept step this task will not finish to the broker. If its claim came back
+    with a commit (`claimed`: (Step or None,)), it is queued again first, by a conditional
+    update on that claim: its attempt stays counted, so a step that keeps breaking its
+    worker still ends at AGENTOPS_STEP_MAX_ATTEMPTS; a result recorded meanwhile is never
+    undone. Without that, the step would wait for its deadline and the sweeper."""
+    step = claimed[0] if claimed is not None else None
+    if step is not None:
+        try:
+            Step.objects.filter(
+                pk=step.pk, status=StepStatus.RUNNING, attempts=step.attempts
+            ).update(status=StepStatus.QUEUED, deadline=None, enqueued_at=timezone.now())
+        except DatabaseError:
+            logger.exception("Could not re-queue step %s; the sweeper will", step.pk)
+            return
+    _send(step_id)
 
 
 def _claim_and_execute(step_id, claimed=None):
@@ -792,7 +824,8 @@ def _record_model_result(step, result):
             # again below, without the row (the step's own conditional write makes a
             # second checkpoint of a committed result a no-op).
             logger.exception("Checkpoint of step %s failed with its usage row", step.pk)
-        except Exception:
+            _forget_reservation()
+        except BaseException:
             call_record_save_unless_saved(usage_row)
             raise
         call_record_save_unless_saved(usage_row)

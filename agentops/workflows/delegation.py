@@ -59,7 +59,9 @@ def _workflow_run(run):
         return None
     if run.pk in _WORKFLOW_RUNS:
         return _WORKFLOW_RUNS[run.pk]
-    found = WorkflowRun.objects.select_related("version", "version__workflow").get(run=run)
+    found = (
+        WorkflowRun.objects.select_related("version", "version__workflow").filter(run=run).first()
+    )
     if len(_WORKFLOW_RUNS) >= _CACHE_LIMIT:
         _WORKFLOW_RUNS.clear()
     _WORKFLOW_RUNS[run.pk] = found

@@ -246,6 +246,19 @@ def test_environment_key_and_base_url_are_used(team_a, settings, monkeypatch):
     assert not llm_client.uses_simulator(team_a)
 
 
+def test_a_deferred_record_is_saved_once_and_never_mistaken_for_another(team_a, sim):
+    record = ask(team_a, step_id=7, defer_record=True).record
+    assert record.pk is None and not ModelCallRecord.objects.filter(team=team_a).exists()
+    services.call_record_save_unless_saved(record)
+    services.call_record_save_unless_saved(record)  # saved already: not twice
+    assert ModelCallRecord.objects.filter(team=team_a, step_id="7").count() == 1
+    # A rolled-back insert's id taken by another call's row (SQLite reuses ids).
+    other = ask(team_a, step_id=8, defer_record=True).record
+    other.pk = record.pk
+    services.call_record_save_unless_saved(other)
+    assert ModelCallRecord.objects.filter(team=team_a, step_id="8").count() == 1
+
+
 def test_calls_that_start_together_on_a_fresh_process_build_one_client(team_a, monkeypatch):
     import threading
 

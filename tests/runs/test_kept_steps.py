@@ -154,6 +154,49 @@ def test_a_kept_step_the_worker_could_not_claim_goes_to_the_broker(
     assert tool.status == StepStatus.QUEUED and broker == [first.pk, tool.pk]
 
 
+def test_a_kept_step_claimed_with_the_commit_but_not_executed_is_queued_again(
+    make_agent, sim, alice, broker, monkeypatch
+):
+    run, first = _weather_run(make_agent, alice, steps=2)
+    execute = services._claim_and_execute
+
+    def lost_before_the_kept_step(step_id, claimed=None):
+        if claimed is not None:
+            raise RuntimeError("the worker's thread died before executing it")
+        return execute(step_id, claimed)
+
+    monkeypatch.setattr(services, "_claim_and_execute", lost_before_the_kept_step)
+    with pytest.raises(RuntimeError):
+        services.step_execute(step_id=first.pk, keep_for_s=60)
+    first, tool = _steps(run)
+    # Its claim came back with the commit; it is queued again (the attempt still counts)
+    # and sent, not left running until its deadline.
+    assert tool.status == StepStatus.QUEUED and tool.attempts == 1
+    assert broker == [first.pk, tool.pk]
+    monkeypatch.setattr(services, "_claim_and_execute", execute)
+    services.step_execute(step_id=tool.pk, keep_for_s=60)
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert sim.step_counts() == {
+        str(step.pk): 1 for step in _steps(run) if step.kind == "model_call"
+    }
+
+
+def test_a_kept_step_whose_commit_callbacks_failed_is_queued_again(
+    make_agent, sim, alice, broker, monkeypatch
+):
+    run, first = _weather_run(make_agent, alice, steps=2)
+
+    def callback_fails(self, step_id):
+        raise RuntimeError("an on_commit callback failed")
+
+    monkeypatch.setattr(services._KeptStep, "keep", callback_fails)
+    services.step_execute(step_id=first.pk, keep_for_s=60)
+    first, tool = _steps(run)
+    assert first.status == StepStatus.SUCCEEDED  # committed before the callbacks
+    assert tool.status == StepStatus.QUEUED and broker == [first.pk, tool.pk]
+
+
 def test_a_run_starts_when_a_worker_first_claims_one_of_its_steps(make_agent, sim, alice, broker):
     run = services.run_start(agent=make_agent(), input="Say hi.", actor=alice)
     assert run.status == RunStatus.QUEUED and run.started_at is None
