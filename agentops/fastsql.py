@@ -35,6 +35,16 @@ def quote(name):
     return connection.ops.quote_name(name)
 
 
+def table(model):
+    """The model's table name, quoted for a statement."""
+    return quote(model._meta.db_table)
+
+
+def column(model, name):
+    """The column of the model's field `name`, quoted for a statement."""
+    return quote(model._meta.get_field(name).column)
+
+
 def cached(key, build):
     key = (connection.vendor, *key)
     found = _cache.get(key)
@@ -189,7 +199,7 @@ def _update_where_sql(model, names, conditions):
         else f"{quote(_field(meta, name).column)} IN ({', '.join(['%s'] * size)})"
         for name, size in conditions
     )
-    return fields, f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {where}"
+    return fields, f"UPDATE {table(model)} SET {assignments} WHERE {where}"
 
 
 def update_where(model, values, **conditions):
@@ -273,7 +283,7 @@ def _insert_sql(model):
     columns = ", ".join(quote(field.column) for field in fields)
     values = ", ".join(["%s"] * len(fields))
     sql = (
-        f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({values}) "
+        f"INSERT INTO {table(model)} ({columns}) VALUES ({values}) "
         f"RETURNING {quote(meta.pk.column)}"
     )
     return fields, sql
@@ -306,8 +316,8 @@ def insert_row(instance):
 
 def _lock_sql(model):
     meta = model._meta
-    part = reader(model, quote(meta.db_table))
-    sql = f"SELECT {part.select} FROM {quote(meta.db_table)} WHERE {quote(meta.pk.column)} = %s"
+    part = reader(model, table(model))
+    sql = f"SELECT {part.select} FROM {table(model)} WHERE {quote(meta.pk.column)} = %s"
     if connection.features.has_select_for_update:
         sql += " FOR UPDATE"
     return sql, part

@@ -27,10 +27,10 @@ _redis = []
 
 def _timed(claim_and_execute):
     @functools.wraps(claim_and_execute)
-    def timed(step_id, claimed=None):
+    def timed(step_id, *claimed):
         started = time.time()
         try:
-            return claim_and_execute(step_id, claimed=claimed)
+            return claim_and_execute(step_id, *claimed)
         finally:
             returned = time.time()
             # Sent after the step's own timing ends.

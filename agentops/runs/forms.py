@@ -9,6 +9,20 @@ from agentops.filtering import FilterForm
 from .models import RunStatus
 
 
+def cost_limit_field(*, decimal_places, label, help_text):
+    """An optional limit in USD: empty means none, else at least its smallest unit."""
+    smallest = Decimal(1).scaleb(-decimal_places)
+    return forms.DecimalField(
+        required=False,
+        min_value=smallest,
+        error_messages={"min_value": f"Give at least ${smallest}, or leave it empty for no limit."},
+        max_digits=12,
+        decimal_places=decimal_places,
+        label=label,
+        help_text=help_text,
+    )
+
+
 class RunStartForm(forms.Form):
     input = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 4}), help_text="What the agent should work on."
@@ -19,11 +33,7 @@ class RunStartForm(forms.Form):
         label="Token budget",
         help_text="Optional: stop after this many tokens.",
     )
-    budget_cost_usd = forms.DecimalField(
-        required=False,
-        min_value=Decimal("0.000001"),
-        error_messages={"min_value": "Give at least $0.000001, or leave it empty for no limit."},
-        max_digits=12,
+    budget_cost_usd = cost_limit_field(
         decimal_places=6,
         label="Cost budget (USD)",
         help_text="Optional: stop once the run has cost this much.",
@@ -128,11 +138,7 @@ class TeamBudgetForm(forms.Form):
         help_text="Input and output tokens of all the team's model calls this month. "
         "Empty: no token limit.",
     )
-    monthly_cost_usd = forms.DecimalField(
-        required=False,
-        min_value=Decimal("0.01"),
-        error_messages={"min_value": "Give at least $0.01, or leave it empty for no limit."},
-        max_digits=12,
+    monthly_cost_usd = cost_limit_field(
         decimal_places=2,
         label="Monthly cost (USD)",
         help_text="What the team's model calls may cost this month. Empty: no cost limit.",

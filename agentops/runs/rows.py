@@ -7,7 +7,7 @@ the load of what executing it reads (see agentops/fastsql.py for why it is not t
 
 from django.db import connection
 
-from agentops.fastsql import batch, batched, cached, instances, quote, reader
+from agentops.fastsql import batch, batched, cached, column, instances, reader, table
 
 # --- claiming a step --------------------------------------------------------------------
 
@@ -17,12 +17,6 @@ def _claim_sql():
     from agentops.teams.models import Team
 
     from .models import Run, Step, TeamBudget, Thread
-
-    def table(model):
-        return quote(model._meta.db_table)
-
-    def column(model, name):
-        return quote(model._meta.get_field(name).column)
 
     status, attempts = column(Step, "status"), column(Step, "attempts")
     # The run starts when a worker first claims one of its steps (before the claim, whose
@@ -96,9 +90,8 @@ def claim_statements(step_id, *, now, deadline):
         step_id,
         StepStatus.QUEUED,
     ]
-    if len(statements) == 2:
-        return [(statements[0], start_params), (statements[1], params)]
-    return [(statements[0], start_params), (statements[1], params), (statements[2], [step_id])]
+    # PostgreSQL: start the run, claim and read; elsewhere the read is a third statement.
+    return list(zip(statements, (start_params, params, [step_id]), strict=False))
 
 
 def claimed_step(results):

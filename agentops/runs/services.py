@@ -294,6 +294,10 @@ def inline_execution():
         _inline.reset(token)
 
 
+# A step whose claim has not run yet (see _KeptStep.take).
+_UNCLAIMED = object()
+
+
 class _KeptStep:
     """The worker's hold on one step its own checkpoint queues (see step_execute): the id
     of the step it will claim next instead of sending it through the broker. The step is
@@ -318,18 +322,14 @@ class _KeptStep:
         self.step_id = step_id
 
     def take(self):
-        """The kept step's id and, when its claim came with the commit, what it found:
-        (id, (Step or None,)), or (id, None) when it is still to be claimed."""
-        step_id, self.step_id, self.reserved = self.step_id, None, None
-        claimed, self.claimed = self.claimed, None
-        if claimed is not None and claimed[0] != step_id:
-            # Claimed with a commit whose callbacks did not all run: this task will not
-            # execute it, so it goes back to the queue (see step_execute).
-            _hand_back(claimed[0], (claimed[1],))
-            claimed = None
-        if step_id is None or claimed is None:
-            return step_id, None
-        return step_id, (claimed[1],)
+        """(step id, what its claim found: the Step, None, or _UNCLAIMED when it is still to
+        be claimed) and let go of it. A step claimed with a commit whose callbacks did not
+        all run comes back too, without being kept: this task then hands it back."""
+        step_id, claimed = self.step_id, self.claimed
+        self.step_id = self.reserved = self.claimed = None
+        if claimed is None:
+            return step_id, _UNCLAIMED
+        return claimed  # the reserved step, which is the kept one when it was kept
 
 
 _kept_step = contextvars.ContextVar("agentops_runs_kept_step", default=None)
@@ -582,34 +582,32 @@ def step_execute(*, step_id, keep_for_s=0):
     return step
 
 
-def _hand_back(step_id, claimed=None):
+def _hand_back(step_id, claimed):
     """Send a kept step this task will not finish to the broker. If its claim came back
-    with a commit (`claimed`: (Step or None,)), it is queued again first, by a conditional
-    update on that claim: its attempt stays counted, so a step that keeps breaking its
-    worker still ends at AGENTOPS_STEP_MAX_ATTEMPTS; a result recorded meanwhile is never
-    undone. Without that, the step would wait for its deadline and the sweeper."""
-    step = claimed[0] if claimed is not None else None
-    if step is not None:
+    with a commit (`claimed`: the Step), it is queued again first, by a conditional update
+    on that claim: its attempt stays counted, so a step that keeps breaking its worker
+    still ends at AGENTOPS_STEP_MAX_ATTEMPTS; a result recorded meanwhile is never undone.
+    Without that, the step would wait for its deadline and the sweeper."""
+    if isinstance(claimed, Step):
         try:
             Step.objects.filter(
-                pk=step.pk, status=StepStatus.RUNNING, attempts=step.attempts
+                pk=claimed.pk, status=StepStatus.RUNNING, attempts=claimed.attempts
             ).update(status=StepStatus.QUEUED, deadline=None, enqueued_at=timezone.now())
         except DatabaseError:
-            logger.exception("Could not re-queue step %s; the sweeper will", step.pk)
+            logger.exception("Could not re-queue step %s; the sweeper will", claimed.pk)
             return
     _send(step_id)
 
 
-def _claim_and_execute(step_id, claimed=None):
-    """`claimed`: (Step or None,) when the step's claim already ran (see _save_and_commit)."""
-    if claimed is None:
+def _claim_and_execute(step_id, claimed=_UNCLAIMED):
+    """`claimed`: what the step's claim found when it already ran (see _save_and_commit)."""
+    step = claimed
+    if step is _UNCLAIMED:
         now = timezone.now()
         # With the run, its team and budget, the thread, its version and agent.
         step = claim_step(
             step_id, now=now, deadline=now + timedelta(seconds=settings.AGENTOPS_STEP_DEADLINE_S)
         )
-    else:
-        (step,) = claimed
     if step is None:
         return None
     run = step.run

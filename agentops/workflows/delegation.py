@@ -244,18 +244,13 @@ def _delegation_of_child_sql():
 
     from .models import RosterEntry
 
-    def table(model):
-        return fastsql.quote(model._meta.db_table)
-
-    def column(model, name):
-        return fastsql.quote(model._meta.get_field(name).column)
-
     parts = [
         fastsql.reader(Delegation, "d"),
         fastsql.reader(RosterEntry, "e"),
         fastsql.reader(Agent, "a"),
         fastsql.reader(Step, "s"),
     ]
+    table, column = fastsql.table, fastsql.column
     sql = (
         f"SELECT {', '.join(part.select for part in parts)} FROM {table(Delegation)} d "  # noqa: S608
         f"JOIN {table(RosterEntry)} e ON e.id = d.{column(Delegation, 'roster_entry')} "

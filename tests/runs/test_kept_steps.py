@@ -160,10 +160,10 @@ def test_a_kept_step_claimed_with_the_commit_but_not_executed_is_queued_again(
     run, first = _weather_run(make_agent, alice, steps=2)
     execute = services._claim_and_execute
 
-    def lost_before_the_kept_step(step_id, claimed=None):
-        if claimed is not None:
+    def lost_before_the_kept_step(step_id, *claimed):
+        if claimed:  # its claim came back with the commit
             raise RuntimeError("the worker's thread died before executing it")
-        return execute(step_id, claimed)
+        return execute(step_id)
 
     monkeypatch.setattr(services, "_claim_and_execute", lost_before_the_kept_step)
     with pytest.raises(RuntimeError):
