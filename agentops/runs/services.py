@@ -388,22 +388,38 @@ def _save_and_commit(*rows):
         kept.claimed = (step_id, claimed_step(results))
 
 
-def _new_step(*, thread, kind, turn, status=StepStatus.QUEUED, countdown=0.0, **fields):
-    now = timezone.now()
-    step = fastsql.insert_row(
-        Step(
-            run_id=thread.run_id,
-            thread=thread,
-            kind=kind,
-            sequence=thread.next_sequence,
-            turn=turn,
-            status=status,
-            enqueued_at=now if status == StepStatus.QUEUED else None,
-            **fields,
-        )
+def steps_create(specs):
+    """step_create for many steps at once (a fan-out's fifty), in one round trip: `specs`
+    are step_create's keyword arguments, without a countdown."""
+    steps = [_unsaved_step(**spec) for spec in specs]
+    if not steps:
+        return steps
+    results = fastsql.batch(*(fastsql.insert(step) for step in steps))
+    for step, result in zip(steps, results, strict=True):
+        fastsql.inserted(step, result)
+        if step.status == StepStatus.QUEUED:
+            _enqueue(step.pk)
+    return steps
+
+
+def _unsaved_step(*, thread, kind, turn, status=StepStatus.QUEUED, **fields):
+    step = Step(
+        run_id=thread.run_id,
+        thread=thread,
+        kind=kind,
+        sequence=thread.next_sequence,
+        turn=turn,
+        status=status,
+        enqueued_at=timezone.now() if status == StepStatus.QUEUED else None,
+        **fields,
     )
     thread.next_sequence += 1
-    if status == StepStatus.QUEUED:
+    return step
+
+
+def _new_step(*, thread, kind, turn, countdown=0.0, **fields):
+    step = fastsql.insert_row(_unsaved_step(thread=thread, kind=kind, turn=turn, **fields))
+    if step.status == StepStatus.QUEUED:
         _enqueue(step.pk, countdown)
     return step
 

@@ -12,7 +12,7 @@ The engine (agentops.runs.services) calls in here through its extension points:
 - `delegations_close` settles open delegations when the run ends (cancel, budget, failure).
 """
 
-from django.db.models import Sum
+from django.db.models import F, Sum
 from django.utils import timezone
 
 from agentops import fastsql
@@ -229,11 +229,15 @@ def start_waiting_children(*, run, version, fresh=None):
     chosen = waiting[: max(version.max_parallel - running, 0)]
     if not chosen:
         return
-    for delegation in chosen:
-        # The run's row lock, held by every caller, serialises all changes to its threads.
-        child = delegation.child
-        engine.step_create(thread=child, kind=StepKind.MODEL_CALL, turn=1)
-        Thread.objects.filter(pk=child.pk).update(next_sequence=child.next_sequence)
+    # The run's row lock, held by every caller, serialises all changes to its threads; each
+    # chosen child gets one step, so its next sequence number goes up by one.
+    children = [delegation.child for delegation in chosen]
+    engine.steps_create(
+        {"thread": child, "kind": StepKind.MODEL_CALL, "turn": 1} for child in children
+    )
+    Thread.objects.filter(pk__in=[child.pk for child in children]).update(
+        next_sequence=F("next_sequence") + 1
+    )
     Delegation.objects.filter(pk__in=[d.pk for d in chosen]).update(
         status=DelegationStatus.RUNNING, started_at=timezone.now()
     )

@@ -757,19 +757,19 @@ def _fan_out(run, thread, version, input):  # noqa: A002
     note = {"type": "text", "text": "Fan-out: every specialist gets the input in parallel."}
     thread.messages = [*thread.messages, {"role": "assistant", "content": [note, *calls]}]
     now = timezone.now()
-    steps = [
-        engine.step_create(
-            thread=thread,
-            kind=StepKind.TOOL_CALL,
-            turn=0,
-            status=StepStatus.RUNNING,
-            claimed_at=now,
-            tool_use_id=call["id"],
-            tool_name=call["name"],
-            request={"input": call["input"], "fan_out": True},
-        )
+    steps = engine.steps_create(
+        {
+            "thread": thread,
+            "kind": StepKind.TOOL_CALL,
+            "turn": 0,
+            "status": StepStatus.RUNNING,
+            "claimed_at": now,
+            "tool_use_id": call["id"],
+            "tool_name": call["name"],
+            "request": {"input": call["input"], "fan_out": True},
+        }
         for call in calls
-    ]
+    )
     thread.pending_tools = len(steps)
     delegation.delegations_start(run=run, thread=thread, steps=steps)
 

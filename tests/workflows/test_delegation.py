@@ -1,6 +1,8 @@
 import pytest
+from django.db import connection
 from django.db.models import Count
 
+from agentops import fastsql
 from agentops.llm.models import ModelCallRecord
 from agentops.runs.models import RunStatus, RunTrigger, Step, StepStatus, ThreadStatus
 from agentops.workflows.models import Delegation, DelegationStatus, WorkflowMode
@@ -52,6 +54,39 @@ def test_fan_out_gives_every_specialist_the_input(make_workflow, sim, drain):
     }
     specialists = {d.roster_entry.agent.name for d in Delegation.objects.filter(run=run)}
     assert by_agent == {run.agent.name: 1, **{name: 1 for name in specialists}}
+
+
+def test_starting_a_fan_out_takes_as_many_round_trips_for_six_specialists_as_for_two(
+    make_workflow, make_agent, specialists, monkeypatch
+):
+    """A fan-out's steps are written together, so a fan-out of fifty starts in one short
+    transaction: the web request's (or a lead's checkpoint, under the run's row lock)."""
+    more = [make_agent(f"Analyst {n}") for n in range(3)]
+    batches = []
+    batch = fastsql.batch
+
+    def counted_batch(*statements):
+        batches.append(len(statements))
+        return batch(*statements)
+
+    monkeypatch.setattr(fastsql, "batch", counted_batch)
+
+    def round_trips(roster, name):
+        workflow = make_workflow(
+            roster=roster, name=name, mode=WorkflowMode.FAN_OUT, max_parallel=len(roster)
+        )
+        batches.clear()
+        orm = []
+        with connection.execute_wrapper(lambda execute, *args: orm.append(1) or execute(*args)):
+            run = workflow_run_start(workflow=workflow, input="Assess solar panels.")
+        steps = run.steps.order_by("thread_id", "sequence")
+        assert steps.filter(status=StepStatus.QUEUED).count() == len(roster)
+        for child in run.threads.filter(parent__isnull=False):
+            assert child.next_sequence == 2
+            assert [s.sequence for s in child.steps.all()] == [1]
+        return len(batches) + len(orm)
+
+    assert round_trips(specialists[:2], "Pair") == round_trips([*specialists, *more], "Six")
 
 
 def test_a_failing_child_returns_an_error_result_and_the_lead_decides(
