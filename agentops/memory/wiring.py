@@ -3,14 +3,14 @@ tools. Connected to the run engine through its model-context hook and to the too
 registry; imported once by MemoryConfig.ready()."""
 
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, OuterRef
 
+from agentops import fastsql
 from agentops.agents.tools import ToolFailure, ToolOutcome, ToolSpec, register
-from agentops.runs.models import Step, Thread
+from agentops.runs.models import Step
 from agentops.runs.services import ModelContext, on_model_context
 
 from . import retrieval, services
-from .models import Memory, MemoryStatus, MemoryUse, StoreAttachment
+from .models import Memory, MemoryStatus, MemoryStore, MemoryUse, StoreAttachment
 
 SEARCH_LIMIT_MAX = 10
 
@@ -52,24 +52,26 @@ def _record_uses(thread):
     return list(MemoryUse.objects.filter(thread=thread).select_related("store"))
 
 
-def uses_of(thread):
-    # Most agents have no store: one query says so (no uses kept, nothing attached) before
-    # the uses themselves are read.
-    agent = thread.agent_version.agent
-    kept, attached = (
-        Thread.objects.filter(pk=thread.pk)
-        .annotate(
-            kept=Exists(MemoryUse.objects.filter(thread=OuterRef("pk"))),
-            attached=Exists(
-                StoreAttachment.objects.filter(
-                    agent=agent,
-                    store__team_id=agent.team_id,  # as attachments_for reads them
-                )
-            ),
-        )
-        .values_list("kept", "attached")
-        .get()
+def _kept_and_attached_sql():
+    table, column = fastsql.table, fastsql.column
+    return (
+        f"SELECT EXISTS (SELECT 1 FROM {table(MemoryUse)} "  # noqa: S608
+        f"WHERE {column(MemoryUse, 'thread')} = %s), "
+        f"EXISTS (SELECT 1 FROM {table(StoreAttachment)} a JOIN {table(MemoryStore)} s "
+        f"ON s.{column(MemoryStore, 'id')} = a.{column(StoreAttachment, 'store')} "
+        f"WHERE a.{column(StoreAttachment, 'agent')} = %s "
+        f"AND s.{column(MemoryStore, 'team')} = %s)"
     )
+
+
+def uses_of(thread):
+    # Most agents have no store: one prepared statement says so (no uses kept, nothing
+    # attached, as attachments_for reads them) before the uses themselves are read. Every
+    # sub-agent of a fan-out asks once; compiling it with the ORM cost more than running it.
+    agent = thread.agent_version.agent
+    sql = fastsql.cached(("memory kept and attached",), _kept_and_attached_sql)
+    ((row, _),) = fastsql.batch((sql, [thread.pk, agent.pk, agent.team_id]))
+    kept, attached = bool(row[0]), bool(row[1])
     if kept:
         return list(MemoryUse.objects.filter(thread=thread).select_related("store"))
     return _record_uses(thread) if attached else []

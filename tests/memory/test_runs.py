@@ -3,7 +3,13 @@
 from django.urls import reverse
 
 from agentops.memory import services
-from agentops.memory.models import AttachmentMode, Memory, MemoryStatus, MemoryUse
+from agentops.memory.models import (
+    AttachmentMode,
+    Memory,
+    MemoryStatus,
+    MemoryUse,
+    StoreAttachment,
+)
 from agentops.runs.models import StepKind
 
 
@@ -103,6 +109,26 @@ def test_agents_without_a_store_are_unchanged(sim, support_agent, run_agent, mak
     run = run_agent(support_agent, "Refunds?")
     body = sim.bodies()[0]
     assert body.get("system") == "You answer customer questions." and "tools" not in body
+    assert not MemoryUse.objects.filter(run=run).exists()
+
+
+def test_a_store_of_another_team_gives_nothing_even_if_attached(
+    sim, support_agent, run_agent, team_b, charlie
+):
+    # The services refuse this attachment; a row written around them must not leak either.
+    foreign = services.memory_store_create(
+        team=team_b, actor=charlie, name="Their notes", description="", instructions=""
+    )
+    services.memory_create(
+        store=foreign, actor=charlie, title="Secret", content="Team B's secret.", tags=()
+    )
+    StoreAttachment.objects.create(
+        store=foreign, agent=support_agent, mode=AttachmentMode.READ_ONLY
+    )
+    run = run_agent(support_agent, "Any secrets?")
+    assert run.status == "succeeded"
+    body = sim.bodies()[0]
+    assert "Team B's secret." not in body.get("system", "") and "tools" not in body
     assert not MemoryUse.objects.filter(run=run).exists()
 
 
