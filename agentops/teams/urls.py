@@ -12,5 +12,4 @@ urlpatterns = [
     path("members/<int:pk>/remove/", views.member_remove, name="member-remove"),
     path("audit/", views.audit_log, name="audit"),
     path("settings/", views.team_settings, name="settings"),
-    path("settings/save/", views.team_settings_save, name="settings-save"),
 ]

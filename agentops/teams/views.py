@@ -133,13 +133,15 @@ def audit_log(request):
 
 @require_viewer
 def team_settings(request):
+    if request.method == "POST":
+        return _team_settings_save(request)
     form = TeamSettingsForm(initial={"name": request.team.name})
     return render(request, "teams/settings.html", {"form": form})
 
 
 @require_admin
-@require_POST
-def team_settings_save(request):
+def _team_settings_save(request):
+    # Posted to the page's own address, so reloading after an error shows the page again.
     form = TeamSettingsForm(request.POST)
     if form.is_valid():
         services.team_rename(team=request.team, actor=request.user, name=form.cleaned_data["name"])

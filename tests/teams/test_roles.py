@@ -154,3 +154,31 @@ def test_user_without_a_team_sees_how_to_join(login, django_user_model):
     loner = django_user_model.objects.create_user("loner", password="x")
     response = login(loner).get("/")
     assert b"You are not a member of any team" in response.content
+
+
+def test_an_admin_renames_the_team_on_its_settings_page(
+    alice_client, alice, team_a, team_b, member_of_team_a, login
+):
+    settings_page = reverse("teams:settings")
+    # A name left blank: the error shows beside the field at the page's own address, so
+    # reloading shows the page again instead of a 405.
+    refused = alice_client.post(settings_page, {"name": "   "})
+    assert refused.status_code == 400 and "This field is required." in refused.text
+    assert alice_client.get(settings_page).status_code == 200
+    team_a.refresh_from_db()
+    assert team_a.name != "" and not AuditEvent.objects.filter(verb="team.rename").exists()
+
+    for role in (Role.VIEWER, Role.EDITOR):
+        member = login(member_of_team_a(role))
+        assert member.post(settings_page, {"name": "Taken over"}).status_code == 403
+        assert "Only owners and admins" in member.get(settings_page).text
+
+    saved = alice_client.post(settings_page, {"name": "Research guild"})
+    assert saved.status_code == 302 and saved.url == settings_page
+    team_a.refresh_from_db()
+    team_b.refresh_from_db()
+    assert team_a.name == "Research guild" and team_b.name != "Research guild"
+    event = AuditEvent.objects.get(verb="team.rename")
+    assert (
+        event.actor == alice and event.team == team_a and event.after == {"name": "Research guild"}
+    )
