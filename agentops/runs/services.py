@@ -101,7 +101,9 @@ DEFERRED_TOOLS = {}
 THREAD_LIMIT_HOOKS = []
 # Called for each sub-agent thread that ends, inside its transaction, with the parent thread
 # locked: fn(run=, parent=, child=, outcome=, text=); outcome is "succeeded", "failed",
-# "cancelled" or "budget_reached" and text the child's output or its error.
+# "cancelled" or "budget_reached" and text the child's output or its error. A hook with a
+# `read(child) -> (sql, params)` attribute gets that statement's first row as `row=`: it
+# runs in the round trip that locks the parent, which every sibling's end waits for.
 CHILD_FINISHED_HOOKS = []
 FINISHED_THREAD_STATUSES = (ThreadStatus.SUCCEEDED, ThreadStatus.FAILED, ThreadStatus.CANCELLED)
 # fn(run=, actor=, latest_version=) -> a new Run started like `run` (with rerun_of=run), or
@@ -184,18 +186,24 @@ def child_thread_end(*, run, thread, outcome, text=""):
         Step.objects.filter(thread=thread, status__in=OPEN_STEP_STATUSES).update(
             status=StepStatus.CANCELLED, finished_at=now, error=f"Not executed: thread {outcome}."
         )
-    # Saving the thread and locking its parent go in one round trip: every sibling that
+    # Saving the thread, locking its parent and the hooks' reads go in one round trip, and
+    # the parent is saved with the checkpoint's commit when there is one: every sibling that
     # ends waits for this run's row lock while it is held.
     lock_parent, parent_part = fastsql.lock(Thread, thread.parent_id)
-    _, parent_row = fastsql.batch(fastsql.update(thread), lock_parent)
+    readers = [hook for hook in CHILD_FINISHED_HOOKS if hasattr(hook, "read")]
+    _, parent_row, *read = fastsql.batch(
+        fastsql.update(thread), lock_parent, *(hook.read(thread) for hook in readers)
+    )
+    rows = {hook: row for hook, (row, _) in zip(readers, read, strict=True)}
     parent = fastsql.locked(parent_row, Thread, thread.parent_id, parent_part)
     parent.pending_children = max(parent.pending_children - 1, 0)
     for hook in CHILD_FINISHED_HOOKS:
-        hook(run=run, parent=parent, child=thread, outcome=outcome, text=text)
+        found = {"row": rows[hook]} if hook in rows else {}
+        hook(run=run, parent=parent, child=thread, outcome=outcome, text=text, **found)
     if parent.pending_children == 0:
         for hook in CHILDREN_FINISHED_HOOKS:
             hook(parent=parent)
-    fastsql.save_rows(parent)
+    _save_with_checkpoint(parent)
 
 
 def threads_stop(threads, *, status, reason):
@@ -369,11 +377,50 @@ def _forget_reservation():
         kept.reserved = None
 
 
+# Rows that a checkpoint's code changed besides its run and thread (an ending sub-agent's
+# parent), saved in its last round trip with the COMMIT rather than in one of their own.
+_checkpoint_rows = contextvars.ContextVar("agentops_runs_checkpoint_rows", default=None)
+
+
+@contextmanager
+def _checkpoint():
+    """The body of a checkpoint (inside its transaction) that ends in _save_and_commit; what
+    is still pending when it ends otherwise is saved then."""
+    token = _checkpoint_rows.set([])
+    try:
+        yield
+        left = _checkpoint_rows_taken()
+        if left:
+            fastsql.save_rows(*left)
+    finally:
+        _checkpoint_rows.reset(token)
+
+
+def _save_with_checkpoint(*rows):
+    """Save rows now, or in the enclosing checkpoint's last round trip."""
+    pending = _checkpoint_rows.get()
+    if pending is None:
+        fastsql.save_rows(*rows)
+    else:
+        pending.extend(rows)
+
+
+def _checkpoint_rows_taken():
+    """The rows waiting for the checkpoint's last round trip, which now takes them over."""
+    pending = _checkpoint_rows.get()
+    if not pending:
+        return []
+    taken = list(pending)
+    pending.clear()
+    return taken
+
+
 def _save_and_commit(*rows):
     """A checkpoint's last round trip: save its rows and commit (fastsql.save_rows_and_commit)
     and, when its transaction reserved a step for this worker, claim that step right after
     the COMMIT in the same round trip: one round trip fewer before the worker executes it.
     The step was committed queued; the claim is the same conditional update as any."""
+    rows = (*rows, *_checkpoint_rows_taken())
     kept = _kept_step.get()
     step_id = kept.reserved if kept is not None else None
     if step_id is None or not fastsql.batched():
@@ -770,7 +817,7 @@ def _execute_tool_step(step):
     content = outcome.content
     if step.decision == ApprovalDecision.APPROVED and step.decision_message:
         content = f"{content}\n\nNote from the user who approved this call: {step.decision_message}"
-    with transaction.atomic():
+    with transaction.atomic(), _checkpoint():
         run, thread, locked = _lock_for_checkpoint(step)
         if locked is None:
             return
@@ -830,7 +877,7 @@ def _record_model_result(step, result):
     usage_row = result.record
     if usage_row is not None:
         try:
-            with transaction.atomic():
+            with transaction.atomic(), _checkpoint():
                 _checkpoint_model_result(step, result, usage_row)
             return
         except DatabaseError:
@@ -843,7 +890,7 @@ def _record_model_result(step, result):
             call_record_save_unless_saved(usage_row)
             raise
         call_record_save_unless_saved(usage_row)
-    with transaction.atomic():
+    with transaction.atomic(), _checkpoint():
         _checkpoint_model_result(step, result, None)
 
 
@@ -1026,7 +1073,10 @@ def _end_run(run, status, *, error=""):
         RunStatus.SUCCEEDED: ThreadStatus.SUCCEEDED,
         RunStatus.CANCELLED: ThreadStatus.CANCELLED,
     }.get(status, ThreadStatus.FAILED)
+    # A pending parent is saved first: ending the run closes it, and the hooks read it.
+    pending = [fastsql.update(row) for row in _checkpoint_rows_taken()]
     fastsql.batch(
+        *pending,
         fastsql.update(run),
         fastsql.update_where(
             Step,

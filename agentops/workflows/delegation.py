@@ -265,12 +265,17 @@ def _delegation_of_child_sql():
     return sql, parts
 
 
-def _delegation_of_child(child):
-    """The child's Delegation with its roster entry, the entry's agent and the delegate
-    step, as select_related would load them, in one prepared statement: every sub-agent's
-    end reads it while holding its run's row lock, which its siblings wait for."""
-    sql, parts = fastsql.cached(("delegation of child",), _delegation_of_child_sql)
-    ((row, _),) = fastsql.batch((sql, [child.pk]))
+def _delegation_of_child_statement(child):
+    sql, _ = fastsql.cached(("delegation of child",), _delegation_of_child_sql)
+    return sql, [child.pk]
+
+
+def _delegation_of_child(row):
+    """The child's Delegation (from the row of _delegation_of_child_statement) with its
+    roster entry, the entry's agent and the delegate step, as select_related would load
+    them: every sub-agent's end reads it while holding its run's row lock, which its
+    siblings wait for, in the round trip that locks its parent (CHILD_FINISHED_HOOKS)."""
+    _, parts = fastsql.cached(("delegation of child",), _delegation_of_child_sql)
     found = fastsql.instances(row, parts)
     if found is None:
         return None
@@ -281,11 +286,12 @@ def _delegation_of_child(child):
     return delegation
 
 
-def delegation_finished(*, run, parent, child, outcome, text):
+def delegation_finished(*, run, parent, child, outcome, text, row):
     """A child thread ended: its result answers its delegate call (is_error unless it
-    succeeded); a freed slot starts the next waiting child."""
+    succeeded); a freed slot starts the next waiting child. `row`: the child's delegation,
+    read with the parent's lock (delegation_finished.read)."""
     # The caller holds the run's row lock, under which every delegation of the run changes.
-    delegation = _delegation_of_child(child)
+    delegation = _delegation_of_child(row)
     if delegation is None or not delegation.is_open:
         return
     delegation.status = OUTCOME_STATUS[outcome]
@@ -399,6 +405,9 @@ DELEGATE_SPEC = ToolSpec(
     },
     run=_delegate_outside_workflow,
 )
+
+
+delegation_finished.read = _delegation_of_child_statement
 
 
 def install():
