@@ -191,9 +191,13 @@ def child_thread_end(*, run, thread, outcome, text=""):
     # ends waits for this run's row lock while it is held.
     lock_parent, parent_part = fastsql.lock(Thread, thread.parent_id)
     readers = [hook for hook in CHILD_FINISHED_HOOKS if hasattr(hook, "read")]
-    _, parent_row, *read = fastsql.batch(
-        fastsql.update(thread), lock_parent, *(hook.read(thread) for hook in readers)
+    # A parent still waiting for the checkpoint's commit (an earlier end in this one) is
+    # saved before any parent is locked and read again.
+    earlier = [fastsql.update(row) for row in _checkpoint_rows_taken()]
+    results = fastsql.batch(
+        *earlier, fastsql.update(thread), lock_parent, *(hook.read(thread) for hook in readers)
     )
+    _, parent_row, *read = results[len(earlier) :]
     rows = {hook: row for hook, (row, _) in zip(readers, read, strict=True)}
     parent = fastsql.locked(parent_row, Thread, thread.parent_id, parent_part)
     parent.pending_children = max(parent.pending_children - 1, 0)

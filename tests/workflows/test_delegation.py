@@ -279,3 +279,31 @@ def test_a_sub_agent_ends_in_four_round_trips_under_its_run_lock(
     run = drain(workflow_run_start(workflow=workflow, input="Assess solar panels."))
     assert run.status == RunStatus.SUCCEEDED, run.error
     assert per_child == [4, 4, 6]
+
+
+def test_two_sub_agents_ended_in_one_checkpoint_both_reach_their_parent(
+    make_workflow, specialists, sim
+):
+    """The parent waits for the checkpoint's commit to be saved; a second end in the same
+    checkpoint must not lock and read it from before the first."""
+    from django.db import transaction
+
+    from agentops.runs import services as engine
+    from agentops.runs.models import Run, StepKind
+
+    workflow = make_workflow(
+        roster=specialists[:2], mode=WorkflowMode.FAN_OUT, max_parallel=2, max_children=2
+    )
+    run = workflow_run_start(workflow=workflow, input="Assess solar panels.")
+    children = list(run.threads.filter(parent__isnull=False).order_by("id"))
+    with transaction.atomic(), engine._checkpoint():
+        locked = Run.objects.select_for_update().get(pk=run.pk)
+        for child in children:
+            engine.child_thread_end(
+                run=locked, thread=child, outcome="succeeded", text=f"Answer of {child.pk}."
+            )
+    lead = _lead_thread(run)
+    assert lead.pending_children == 0 and lead.status == ThreadStatus.ACTIVE
+    results = lead.messages[2]["content"]
+    assert [r["content"] for r in results] == [f"Answer of {c.pk}." for c in children]
+    assert lead.steps.filter(kind=StepKind.MODEL_CALL, status=StepStatus.QUEUED).count() == 1
