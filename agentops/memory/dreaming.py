@@ -37,6 +37,7 @@ from agentops.teams.services import audit_record
 from . import retrieval
 from .models import (
     ChangeOperation,
+    ChangeStatus,
     Dream,
     DreamChange,
     DreamStatus,
@@ -45,7 +46,12 @@ from .models import (
     MemoryStatus,
     MemoryStore,
 )
-from .services import DreamAlreadyActive, dream_changes_decide_all, dream_start
+from .services import (
+    DreamAlreadyActive,
+    dream_changes_decide_all,
+    dream_start,
+    memory_unchanged_by,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +107,7 @@ PROPOSE_TOOL = {
 MAX_OUTPUT_TOKENS = 8192
 FIELD_CHARS = 1500  # one field of one session, in the prompt
 EXISTING_MEMORIES_IN_PROMPT = 100
+EARLIER_CHANGES_COMPARED = 500  # the store's latest pending and rejected changes
 # A run that failed or was stopped has no answer to learn from; its graded evaluation, if
 # any, still is a session.
 FINISHED_RUN_STATUSES = (RunStatus.SUCCEEDED,)
@@ -482,7 +489,35 @@ def build_changeset(proposals, existing):
                 "similarity": None,
             }
         )
-    return changes
+    # A merge or update that would leave its one memory as it is proposes nothing.
+    return [change for change in changes if not _leaves_unchanged(change, by_id)]
+
+
+def _leaves_unchanged(change, by_id):
+    if change["operation"] not in (ChangeOperation.UPDATE, ChangeOperation.MERGE):
+        return False
+    if len(change["target_ids"]) != 1:
+        return False  # a merge of several memories supersedes the others
+    memory = by_id[change["target_ids"][0]]
+    return memory_unchanged_by(memory, change["title"], change["content"], change["tags"])
+
+
+def drop_repeated(changes, earlier):
+    """The changes that do not repeat one of `earlier` (DreamChange rows of the store's
+    other dreams still pending or rejected): a reviewer decides a change once, not again
+    for every dream that reads the same sessions."""
+
+    def repeats(change, row):
+        if change["operation"] != row.operation:
+            return False
+        if sorted(change["target_ids"]) != sorted(entry.get("id") for entry in row.before or []):
+            return False
+        if change["operation"] == ChangeOperation.RETIRE:
+            return True
+        score = retrieval.similarity(change["title"], change["content"], row.title, row.content)
+        return score >= retrieval.NEAR_DUPLICATE_THRESHOLD
+
+    return [change for change in changes if not any(repeats(change, row) for row in earlier)]
 
 
 def _snapshot(memory):
@@ -604,7 +639,15 @@ def _finish(dream_id):
         )
         by_id = {memory.pk: memory for memory in existing}
         proposals = [p for chunk in dream.raw_proposals for p in chunk.get("changes", [])]
-        for position, change in enumerate(build_changeset(proposals, existing)):
+        earlier = (
+            DreamChange.objects.filter(
+                dream__store=store, status__in=(ChangeStatus.PENDING, ChangeStatus.REJECTED)
+            )
+            .exclude(dream=dream)
+            .order_by("-pk")[:EARLIER_CHANGES_COMPARED]
+        )
+        changes = drop_repeated(build_changeset(proposals, existing), list(earlier))
+        for position, change in enumerate(changes):
             row = DreamChange.objects.create(
                 dream=dream,
                 position=position,

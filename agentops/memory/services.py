@@ -11,6 +11,7 @@ from django.utils import timezone
 from agentops.llm.catalogue import DEFAULT_MODEL
 from agentops.teams.services import audit_record, unique_slug
 
+from . import retrieval
 from .models import (
     ACTIVE_DREAM_STATUSES,
     ChangeOperation,
@@ -570,6 +571,28 @@ def _check_targets(change, targets):
             )
 
 
+def memory_unchanged_by(memory, title, content, tags):
+    """Whether an update with this title, content and tags (blank: keep the memory's own)
+    would leave `memory` as it is."""
+    return (
+        (title or memory.title)[:200] == memory.title
+        and (content or memory.content).strip() == memory.content.strip()
+        and (set(clean_tags(tags)) if tags else set(memory.tags or [])) == set(memory.tags or [])
+    )
+
+
+def _check_not_already_there(change, store):
+    """An addition is refused once the store holds a memory that nearly says it (one added
+    meanwhile, by hand or by another dream's change)."""
+    active = Memory.objects.filter(store=store, status=MemoryStatus.ACTIVE)
+    duplicate, score = retrieval.nearest_duplicate(change.title, change.content, active)
+    if duplicate is not None:
+        raise ValidationError(
+            f"The store already has “{duplicate.title}”, which says nearly the same "
+            f"(similarity {score:.2f}); this change no longer applies. Reject it."
+        )
+
+
 def _apply(change, *, actor, actor_label):
     """Carry out an approved change on locked rows. Returns the memory it produced or
     kept."""
@@ -587,6 +610,7 @@ def _apply(change, *, actor, actor_label):
     common = {"actor": actor, "actor_label": actor_label, "note": note, "dream_change": change}
     operation = change.operation
     if operation == ChangeOperation.ADD:
+        _check_not_already_there(change, store)
         return _create(
             store=store,
             title=change.title,
@@ -606,6 +630,10 @@ def _apply(change, *, actor, actor_label):
         return targets[0]
     if operation in (ChangeOperation.UPDATE, ChangeOperation.MERGE):
         survivor, others = targets[0], targets[1:]
+        if not others and memory_unchanged_by(survivor, change.title, change.content, change.tags):
+            raise ValidationError(
+                f"This change would leave “{survivor.title}” as it is. Reject it."
+            )
         _check_text(change.title or survivor.title, change.content or survivor.content)
         before = survivor.state()
         survivor.title = (change.title or survivor.title)[:200]

@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
@@ -404,3 +405,77 @@ def test_a_failed_dream_s_page_says_it_failed_not_that_nothing_recurred(
     page = alice_client.get(reverse("memory:dream", args=[dream.pk])).text
     assert "This dream failed before it could propose changes" in page
     assert "nothing recurred" not in page
+
+
+def test_a_change_already_decided_or_pending_is_not_proposed_again(
+    sim, store, sessions, make_memory, alice, bob
+):
+    # Narrower dreams leave the store's sessions unread, so each reads the same five again.
+    existing = make_memory("Refund window", "The refund window is 30 days after delivery.")
+    since = timezone.localdate() - timedelta(days=1)
+    first = _dream(store, alice, since=since)
+    merge, add = first.changes.order_by("position")
+    assert (merge.operation, add.operation) == (ChangeOperation.MERGE, ChangeOperation.ADD)
+    services.dream_change_approve(change=merge, actor=bob)
+
+    # The merge is in the memory now (approving the same words again would change nothing)
+    # and the lesson waits for a reviewer in the first dream: nothing new to propose.
+    second = _dream(store, alice, since=since)
+    assert second.status == DreamStatus.SUCCEEDED and len(second.session_run_ids) == 5
+    assert not second.changes.exists()
+
+    # A rejected change does not come back either.
+    services.dream_change_reject(change=add, actor=bob)
+    assert not _dream(store, alice, since=since).changes.exists()
+    existing.refresh_from_db()
+    assert existing.current_version.number == 2  # created, then the one merge
+    assert not Memory.objects.filter(store=store, title=LESSON.rstrip(".")).exists()
+
+
+def test_an_addition_the_store_already_holds_is_refused_when_approved(
+    sim, store, sessions, make_memory, alice, bob
+):
+    dream = _dream(store, alice)
+    lesson = dream.changes.get(operation=ChangeOperation.ADD, title=LESSON.rstrip("."))
+    # Meanwhile a member writes the same lesson by hand.
+    make_memory(lesson.title, lesson.content)
+    with pytest.raises(ValidationError, match=f"already has “{lesson.title}”"):
+        services.dream_change_approve(change=lesson, actor=bob)
+    lesson.refresh_from_db()
+    assert lesson.status == ChangeStatus.PENDING
+    decided, problems = services.dream_changes_decide_all(dream=dream, actor=bob, approve=True)
+    assert [change.pk for change, _ in problems] == [lesson.pk]
+    assert "no longer applies" in problems[0][1]
+    assert Memory.objects.filter(store=store, title=lesson.title).count() == 1  # the member's
+
+
+def test_approving_a_change_that_leaves_its_memory_as_it_is_is_refused(
+    sim, store, sessions, make_memory, alice, bob
+):
+    existing = make_memory("Refund window", "The refund window is 30 days after delivery.")
+    merge = _dream(store, alice).changes.get(operation=ChangeOperation.MERGE)
+    # A change proposed before dreams checked for this (or written so by hand).
+    merge.title, merge.content, merge.tags = existing.title, existing.content, existing.tags
+    merge.save()
+    with pytest.raises(ValidationError, match="as it is"):
+        services.dream_change_approve(change=merge, actor=bob)
+    existing.refresh_from_db()
+    assert existing.current_version.number == 1
+
+
+def test_build_changeset_drops_a_merge_that_changes_nothing(store, make_memory):
+    memory = make_memory("Refund window", "Refunds within 30 days.\n\nStated in 3 sessions.")
+    proposal = {
+        "operation": "add",
+        "target_ids": [],
+        "title": "Refund window",
+        "content": "Refunds within 30 days.",
+        "tags": [],
+        "rationale": "r",
+        "evidence": [{"run_id": 1, "evaluation_id": None, "quote": "q"}],
+    }
+    assert dreaming.build_changeset([proposal], [memory]) == []
+    grown = {**proposal, "content": f"{memory.content}\n\nKeep the receipt."}
+    (merge,) = dreaming.build_changeset([grown], [memory])
+    assert merge["operation"] == ChangeOperation.MERGE
+    assert merge["content"] == f"{memory.content}\n\nKeep the receipt."
