@@ -1,5 +1,7 @@
 from django import forms
 
+from agentops.filtering import FilterForm
+
 from .catalogue import model_choices
 from .models import MAX_ITPM, MAX_OTPM, MAX_RPM, ModelCallRecord, RateLimit
 
@@ -62,7 +64,7 @@ class RateLimitForm(forms.ModelForm):
         super()._post_clean()
 
 
-class UsageFilterForm(forms.Form):
+class UsageFilterForm(FilterForm):
     since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     model = forms.ChoiceField(required=False)
@@ -80,9 +82,3 @@ class UsageFilterForm(forms.Form):
             .distinct()
         )
         self.fields["agent"].choices = [("", "Any agent")] + [(str(i), n) for i, n in agents]
-
-    def clean(self):
-        data = super().clean()
-        if data.get("since") and data.get("until") and data["since"] > data["until"]:
-            self.add_error("until", "Pick a date on or after the start date.")
-        return data

@@ -47,6 +47,18 @@ def test_list_shows_team_runs_with_filters(alice_client, finished_run, agent, ma
     half = alice_client.get(reverse("runs:list"), {"q": "unrelated", "since": "notadate"})
     assert "Enter a valid date." in half.text
     assert "Unrelated" in half.text and f"#{finished_run.pk}<" not in half.text
+    # A range that ends before it starts says so, and the start date still applies.
+    today = timezone.localdate()
+    backwards = alice_client.get(
+        reverse("runs:list"), {"since": today.isoformat(), "until": "2000-01-01"}
+    )
+    assert "Pick a date on or after the start date." in backwards.text
+    assert f"#{finished_run.pk}<" in backwards.text
+    later = alice_client.get(
+        reverse("runs:list"),
+        {"since": (today + timedelta(days=1)).isoformat(), "until": "2000-01-01"},
+    )
+    assert f"#{finished_run.pk}<" not in later.text
 
 
 def test_list_htmx_returns_the_fragment(alice_client, run):
