@@ -846,6 +846,12 @@ def schedule_fire(*, schedule_id):
                 outcome=FireOutcome.SKIPPED,
                 message=f"skipped: previous run {previous.run_id} still active",
             )
+        # A run started now would stop before its first model call.
+        used_up = engine.team_budget_stop_reason(schedule.team)
+        if used_up:
+            return ScheduleFire.objects.create(
+                schedule=schedule, outcome=FireOutcome.SKIPPED, message=f"skipped: {used_up}"
+            )
         try:
             with transaction.atomic():
                 if schedule.workflow_id:

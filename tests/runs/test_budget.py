@@ -85,3 +85,37 @@ def test_members_see_it_admins_change_it_and_each_team_has_its_own(
     charlie_client.post(SAVE, {"monthly_cost_usd": "3"})
     assert TeamBudget.objects.get(team=team_b).monthly_cost_usd == Decimal(3)
     assert TeamBudget.objects.get(team=team_a).monthly_cost_usd == Decimal("12.50")
+
+
+def test_forms_that_start_model_work_say_when_the_budget_is_used_up(
+    alice_client, make_agent, drain, sim, alice, team_a
+):
+    from agentops.memory.services import memory_store_create
+    from agentops.workflows.services import Specialist, workflow_create
+
+    agent = make_agent()
+    workflow = workflow_create(
+        team=team_a,
+        actor=alice,
+        name="Pair",
+        lead_agent=make_agent(),
+        roster=[Specialist(agent=agent, role_description="helps.")],
+    )
+    store = memory_store_create(
+        team=team_a, actor=alice, name="Notes", description="", instructions=""
+    )
+    pages = [
+        reverse("agents:detail", args=[agent.pk]),
+        reverse("workflows:detail", args=[workflow.pk]),
+        reverse("memory:dream-start", args=[store.pk]),
+    ]
+    warning = "Whatever starts now stops before its first model call"
+    first = drain(services.run_start(agent=agent, input="Say hi.", actor=alice))
+    TeamBudget.objects.create(team=team_a, monthly_tokens=first.total_tokens + 1)
+    for page in pages:
+        assert warning not in alice_client.get(page).text  # one token left: not used up
+    TeamBudget.objects.filter(team=team_a).update(monthly_tokens=first.total_tokens)
+    for page in pages:
+        text = alice_client.get(page).text
+        assert "Team monthly token budget reached" in text and warning in text, page
+        assert f'<a href="{BUDGET}">monthly budget</a>' in text

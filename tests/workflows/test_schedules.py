@@ -174,3 +174,18 @@ def test_an_interval_saved_too_long_to_compute_shows_no_next_run(workflow_schedu
     schedule = workflow_schedule(kind=ScheduleKind.INTERVAL, cron="", every_minutes=60)
     schedule.periodic_task.interval.every = 99_999_999_999
     assert schedule_next_run(schedule) is None
+
+
+def test_a_schedule_skips_while_the_team_budget_is_used_up(workflow_schedule, team_a, sim, drain):
+    from agentops.runs.models import TeamBudget
+
+    schedule = workflow_schedule()
+    first = schedule_fire(schedule_id=schedule.pk)
+    run = drain(first.run)
+    budget = TeamBudget.objects.create(team=team_a, monthly_tokens=run.total_tokens)
+    skipped = schedule_fire(schedule_id=schedule.pk)
+    assert skipped.outcome == FireOutcome.SKIPPED and skipped.run is None
+    assert skipped.message.startswith("skipped: Team monthly token budget reached")
+    budget.monthly_tokens = run.total_tokens * 2
+    budget.save()
+    assert schedule_fire(schedule_id=schedule.pk).outcome == FireOutcome.STARTED
