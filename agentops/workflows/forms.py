@@ -323,16 +323,27 @@ class ScheduleForm(forms.Form):
         elif not data.get("workflow") and not data.get("agent"):
             self.add_error("workflow", "Choose the workflow or the agent this schedule runs.")
         kind = data.get("kind")
+        # The other kind's field, filled in, would be dropped on save without a word.
         if kind == ScheduleKind.CRON:
             problem = cron_errors(data.get("cron", ""))
             if problem:
                 self.add_error("cron", problem)
-        elif (
-            kind == ScheduleKind.INTERVAL
-            and not data.get("every_minutes")
-            and "every_minutes" not in self.errors  # already said, e.g. "at least 1"
-        ):
-            self.add_error("every_minutes", "Give an interval of at least one minute.")
+            if data.get("every_minutes"):
+                self.add_error(
+                    "every_minutes",
+                    "A cron schedule runs on its expression: clear this, or choose the "
+                    "interval kind.",
+                )
+        elif kind == ScheduleKind.INTERVAL:
+            if not data.get("every_minutes") and "every_minutes" not in self.errors:
+                # (not when already said, e.g. "at least 1")
+                self.add_error("every_minutes", "Give an interval of at least one minute.")
+            if (data.get("cron") or "").strip():
+                self.add_error(
+                    "cron",
+                    "An interval schedule runs every N minutes: clear this, or choose the "
+                    "cron kind.",
+                )
         return data
 
 

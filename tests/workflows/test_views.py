@@ -243,6 +243,30 @@ def test_schedule_form_needs_exactly_one_target(alice_client, make_workflow, spe
     assert "Choose the workflow or the agent this schedule runs." in response.text
 
 
+def test_schedule_form_refuses_the_other_kind_s_field_instead_of_dropping_it(
+    alice_client, make_workflow
+):
+    data = {
+        "name": "Mornings",
+        "workflow": make_workflow().pk,
+        "input": "x",
+        "kind": "cron",
+        "cron": "0 9 * * *",
+        "every_minutes": 15,
+        "timezone": "UTC",
+        "overlap": "skip",
+    }
+    url = reverse("workflows:schedule-create")
+    response = alice_client.post(url, data)
+    assert response.status_code == 400 and "A cron schedule runs on its expression" in response.text
+    response = alice_client.post(url, {**data, "kind": "interval"})
+    assert response.status_code == 400
+    assert "An interval schedule runs every N minutes" in response.text
+    assert not Schedule.objects.exists()
+    assert alice_client.post(url, {**data, "every_minutes": ""}).status_code == 302
+    assert Schedule.objects.get().cron == "0 9 * * *"
+
+
 def test_viewer_role_can_list(member_of_team_a, login, make_workflow, team_a, alice):
     viewer = login(member_of_team_a(Role.VIEWER))
     make_workflow()
