@@ -258,6 +258,12 @@ def test_a_viewer_can_read_and_an_editor_can_create(member_of_team_a, login):
     editor = login(member_of_team_a(Role.EDITOR))
     assert editor.post(reverse("agents:create"), agent_form_data()).status_code == 302
     assert Agent.objects.count() == 1
+    # A viewer's agent page says why there is no run form; an editor's has it.
+    page = reverse("agents:detail", args=[Agent.objects.get().pk])
+    read_only = viewer.get(page).text
+    assert "editors, admins and owners run it" in read_only and "Run this agent" not in read_only
+    runnable = editor.get(page).text
+    assert "Run this agent" in runnable and "editors, admins and owners run it" not in runnable
 
 
 def test_charlie_cannot_see_team_a_agents(charlie_client, make_agent):

@@ -281,6 +281,8 @@ def test_viewer_role_can_list(member_of_team_a, login, make_workflow, team_a, al
     )
     assert viewer.get(reverse("workflows:list")).status_code == 200
     assert "Hourly" in viewer.get(reverse("workflows:schedules")).text
+    detail = viewer.get(reverse("workflows:detail", args=[Workflow.objects.get().pk])).text
+    assert "editors, admins and owners run it" in detail and "Run this workflow" not in detail
     assert viewer.get(reverse("workflows:schedule-create")).status_code == 403
 
 
