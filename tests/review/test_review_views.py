@@ -166,6 +166,7 @@ def test_reviewer_overrides_a_criterion_and_the_verdict(bob_client, bob, evaluat
     queue = bob_client.get(reverse("review:queue")).content.decode()
     assert "data-reviewed-verdict>Max iterations reached<" in queue
     assert "the grader said satisfied" in queue
+    assert "<th>Verdict</th>" in queue and "<th>Grader verdict</th>" not in queue
 
 
 def test_out_of_range_override_is_a_field_error(bob_client, evaluation):
