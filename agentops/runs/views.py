@@ -45,9 +45,10 @@ def run_list(request):
 
 
 def _run_context(run):
-    steps = list(
-        run.steps.select_related("decision_by", "thread").order_by("thread_id", "sequence")
-    )
+    # An agent's run reads in the order things happened (a draft, its grade, the revision);
+    # a workflow's, thread by thread (its thread tree shows them side by side).
+    order = ("thread_id", "sequence") if run.in_workflow else ("pk",)
+    steps = list(run.steps.select_related("decision_by", "thread").order_by(*order))
     from agentops.outcomes.models import Evaluation
 
     evaluation = (
@@ -56,9 +57,17 @@ def _run_context(run):
         .filter(run=run)
         .first()
     )
+    iterations = list(evaluation.iterations.all()) if evaluation else []
+    last_graded = iterations[-1] if iterations else None
     return {
         "run": run,
         "evaluation": evaluation,
+        "last_graded": last_graded,
+        # A revision not graded (yet, or ever: the run ended first) is the output shown, so
+        # the score is not for it.
+        "ungraded_output": last_graded is not None
+        and bool(run.output.strip())
+        and last_graded.output.strip() != run.output.strip(),
         "steps": steps,
         "awaiting": [s for s in steps if s.status == StepStatus.AWAITING_APPROVAL],
         "rate_waiting": next((s for s in steps if s.rate_limit_wait_until), None),

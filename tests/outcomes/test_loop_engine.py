@@ -413,3 +413,39 @@ def test_an_evaluation_ended_elsewhere_lets_the_run_finish(worker, rubric, drain
     assert run.status == RunStatus.SUCCEEDED
     assert run.output
     assert run.threads.get(role=ThreadRole.GRADER).status == ThreadStatus.CANCELLED
+
+
+def test_the_run_page_of_a_run_stopped_while_grading_a_revision(
+    worker, rubric, sim, alice, alice_client
+):
+    run = run_start_graded(rubric=rubric, agent=worker, input=TASK, actor=alice)
+    with engine.inline_execution():
+        engine.step_execute(step_id=run.steps.get().pk)  # the first draft
+        engine.step_execute(step_id=run.steps.get(thread__role=ThreadRole.GRADER).pk)
+        revision = run.steps.get(status=StepStatus.QUEUED)
+        engine.step_execute(step_id=revision.pk)  # the revision, its grading queued
+    engine.run_cancel(run=run, actor=alice)
+    run.refresh_from_db()
+    first = run.evaluation.iterations.get()
+    assert run.output.strip() != first.output.strip()
+
+    page = alice_client.get(reverse("runs:detail", args=[run.pk])).text
+    assert "A revision the grader did not get to: the run ended first." in page
+    assert "The score below is for iteration 1's output." in page
+    # The transcript reads as it happened: draft, grade, revision, the grade it never got.
+    kinds = [
+        "Grader" if step.thread.role == ThreadRole.GRADER else "Model"
+        for step in run.steps.filter(kind=StepKind.MODEL_CALL).order_by("pk")
+    ]
+    assert kinds == ["Model", "Grader", "Model", "Grader"]
+    shown = [page.index(f'id="step-{step.pk}"') for step in run.steps.order_by("pk")]
+    assert shown == sorted(shown)
+
+
+def test_a_graded_run_s_page_says_nothing_of_ungraded_drafts_when_the_last_was_graded(
+    worker, rubric, drain, sim, alice, alice_client
+):
+    run = drain(run_start_graded(rubric=rubric, agent=worker, input=TASK, actor=alice))
+    assert run.status == RunStatus.SUCCEEDED
+    page = alice_client.get(reverse("runs:detail", args=[run.pk])).text
+    assert 'id="ungraded-output"' not in page
