@@ -507,17 +507,19 @@ def drop_repeated(changes, earlier):
     other dreams still pending or rejected): a reviewer decides a change once, not again
     for every dream that reads the same sessions."""
 
-    def repeats(change, row):
-        if change["operation"] != row.operation:
-            return False
-        if sorted(change["target_ids"]) != sorted(entry.get("id") for entry in row.before or []):
-            return False
+    def repeated(change):
+        same = [
+            row
+            for row in earlier
+            if row.operation == change["operation"]
+            and sorted(entry.get("id") for entry in row.before or [])
+            == sorted(change["target_ids"])
+        ]
         if change["operation"] == ChangeOperation.RETIRE:
-            return True
-        score = retrieval.similarity(change["title"], change["content"], row.title, row.content)
-        return score >= retrieval.NEAR_DUPLICATE_THRESHOLD
+            return bool(same)
+        return retrieval.nearest_duplicate(change["title"], change["content"], same)[0] is not None
 
-    return [change for change in changes if not any(repeats(change, row) for row in earlier)]
+    return [change for change in changes if not repeated(change)]
 
 
 def _snapshot(memory):
@@ -644,6 +646,7 @@ def _finish(dream_id):
                 dream__store=store, status__in=(ChangeStatus.PENDING, ChangeStatus.REJECTED)
             )
             .exclude(dream=dream)
+            .only("operation", "before", "title", "content")
             .order_by("-pk")[:EARLIER_CHANGES_COMPARED]
         )
         changes = drop_repeated(build_changeset(proposals, existing), list(earlier))

@@ -571,13 +571,22 @@ def _check_targets(change, targets):
             )
 
 
-def memory_unchanged_by(memory, title, content, tags):
-    """Whether an update with this title, content and tags (blank: keep the memory's own)
-    would leave `memory` as it is."""
+def _updated_values(memory, title, content, tags):
+    """The title, content and tags an update or merge gives `memory` (blank keeps its own)."""
     return (
-        (title or memory.title)[:200] == memory.title
-        and (content or memory.content).strip() == memory.content.strip()
-        and (set(clean_tags(tags)) if tags else set(memory.tags or [])) == set(memory.tags or [])
+        (title or memory.title)[:200],
+        content or memory.content,
+        clean_tags(tags) if tags else memory.tags,
+    )
+
+
+def memory_unchanged_by(memory, title, content, tags):
+    """Whether an update with this title, content and tags would leave `memory` as it is."""
+    new_title, new_content, new_tags = _updated_values(memory, title, content, tags)
+    return (
+        new_title == memory.title
+        and new_content.strip() == memory.content.strip()
+        and set(new_tags or []) == set(memory.tags or [])
     )
 
 
@@ -634,11 +643,10 @@ def _apply(change, *, actor, actor_label):
             raise ValidationError(
                 f"This change would leave “{survivor.title}” as it is. Reject it."
             )
-        _check_text(change.title or survivor.title, change.content or survivor.content)
+        title, content, tags = _updated_values(survivor, change.title, change.content, change.tags)
+        _check_text(title, content)
         before = survivor.state()
-        survivor.title = (change.title or survivor.title)[:200]
-        survivor.content = change.content or survivor.content
-        survivor.tags = clean_tags(change.tags) if change.tags else survivor.tags
+        survivor.title, survivor.content, survivor.tags = title, content, tags
         survivor.provenance = merge_provenance(
             survivor.provenance, provenance, *(m.provenance for m in others)
         )

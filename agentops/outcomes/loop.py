@@ -300,7 +300,6 @@ def install():
         engine.THREAD_ANSWERED_HOOKS.append(grade_answer)
     if interrupt_evaluation not in engine.RUN_FINISHED_HOOKS:
         engine.RUN_FINISHED_HOOKS.append(interrupt_evaluation)
-    if interrupt_child_evaluation not in engine.CHILD_FINISHED_HOOKS:
-        engine.CHILD_FINISHED_HOOKS.append(interrupt_child_evaluation)
+    engine.on_child_finished(interrupt_child_evaluation)
     if grade_rerun not in engine.RERUN_HOOKS:
         engine.RERUN_HOOKS.append(grade_rerun)

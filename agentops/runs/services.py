@@ -88,6 +88,15 @@ def on_children_finished(hook):
     return hook
 
 
+def on_child_finished(hook, *, read=None):
+    """Register a CHILD_FINISHED_HOOKS hook (once), with the statement it reads, if any."""
+    if hook not in CHILD_FINISHED_HOOKS:
+        CHILD_FINISHED_HOOKS.append(hook)
+    if read is not None:
+        CHILD_FINISHED_READS[hook] = read
+    return hook
+
+
 # --- extension points for delegation (agentops.workflows) --------------------------------------
 # fn(thread=thread) -> list of Messages API tool params offered to that thread on top of its
 # version's tools (a param with the same name replaces the version's one).
@@ -101,10 +110,12 @@ DEFERRED_TOOLS = {}
 THREAD_LIMIT_HOOKS = []
 # Called for each sub-agent thread that ends, inside its transaction, with the parent thread
 # locked: fn(run=, parent=, child=, outcome=, text=); outcome is "succeeded", "failed",
-# "cancelled" or "budget_reached" and text the child's output or its error. A hook with a
-# `read(child) -> (sql, params)` attribute gets that statement's first row as `row=`: it
-# runs in the round trip that locks the parent, which every sibling's end waits for.
+# "cancelled" or "budget_reached" and text the child's output or its error. A hook
+# registered with `read(child) -> (sql, params)` (on_child_finished) gets that statement's
+# first row as `row=`: it runs in the round trip that locks the parent, which every
+# sibling's end waits for.
 CHILD_FINISHED_HOOKS = []
+CHILD_FINISHED_READS = {}
 FINISHED_THREAD_STATUSES = (ThreadStatus.SUCCEEDED, ThreadStatus.FAILED, ThreadStatus.CANCELLED)
 # fn(run=, actor=, latest_version=) -> a new Run started like `run` (with rerun_of=run), or
 # None when the hook does not start this kind of run; the first answer wins (a workflow's
@@ -190,12 +201,13 @@ def child_thread_end(*, run, thread, outcome, text=""):
     # the parent is saved with the checkpoint's commit when there is one: every sibling that
     # ends waits for this run's row lock while it is held.
     lock_parent, parent_part = fastsql.lock(Thread, thread.parent_id)
-    readers = [hook for hook in CHILD_FINISHED_HOOKS if hasattr(hook, "read")]
-    # A parent still waiting for the checkpoint's commit (an earlier end in this one) is
-    # saved before any parent is locked and read again.
-    earlier = [fastsql.update(row) for row in _checkpoint_rows_taken()]
+    readers = [hook for hook in CHILD_FINISHED_HOOKS if hook in CHILD_FINISHED_READS]
+    earlier = _checkpoint_pending_updates()
     results = fastsql.batch(
-        *earlier, fastsql.update(thread), lock_parent, *(hook.read(thread) for hook in readers)
+        *earlier,
+        fastsql.update(thread),
+        lock_parent,
+        *(CHILD_FINISHED_READS[hook](thread) for hook in readers),
     )
     _, parent_row, *read = results[len(earlier) :]
     rows = {hook: row for hook, (row, _) in zip(readers, read, strict=True)}
@@ -393,9 +405,9 @@ def _checkpoint():
     token = _checkpoint_rows.set([])
     try:
         yield
-        left = _checkpoint_rows_taken()
+        left = _checkpoint_pending_updates()
         if left:
-            fastsql.save_rows(*left)
+            fastsql.batch(*left)
     finally:
         _checkpoint_rows.reset(token)
 
@@ -419,6 +431,13 @@ def _checkpoint_rows_taken():
     return taken
 
 
+def _checkpoint_pending_updates():
+    """The UPDATEs of the rows waiting for the checkpoint's commit, taken over by the caller.
+    Whatever locks and reads such a row again, or updates threads in bulk, inside the
+    checkpoint runs them first: the stale copy would otherwise overwrite it at the COMMIT."""
+    return [fastsql.update(row) for row in _checkpoint_rows_taken()]
+
+
 def _save_and_commit(*rows):
     """A checkpoint's last round trip: save its rows and commit (fastsql.save_rows_and_commit)
     and, when its transaction reserved a step for this worker, claim that step right after
@@ -427,21 +446,17 @@ def _save_and_commit(*rows):
     rows = (*rows, *_checkpoint_rows_taken())
     kept = _kept_step.get()
     step_id = kept.reserved if kept is not None else None
-    if step_id is None or not fastsql.batched():
+    if step_id is None:
         fastsql.save_rows_and_commit(*rows)
         return
-    now = timezone.now()
-    deadline = now + timedelta(seconds=settings.AGENTOPS_STEP_DEADLINE_S)
-    results = fastsql.save_rows_and_commit(
-        *rows, then=claim_statements(step_id, now=now, deadline=deadline)
-    )
-    if results is not None:
+    results = fastsql.save_rows_and_commit(*rows, then=claim_statements(step_id, **_claim_times()))
+    if results is not None:  # None: no COMMIT here (not PostgreSQL) or the claim failed
         kept.claimed = (step_id, claimed_step(results))
 
 
-def steps_create(specs):
-    """step_create for many steps at once (a fan-out's fifty), in one round trip: `specs`
-    are step_create's keyword arguments, without a countdown."""
+def steps_create(specs, *, countdown=0.0):
+    """step_create for many steps at once (a fan-out's fifty, a response's parallel tool
+    calls), in one round trip: `specs` are step_create's keyword arguments."""
     steps = [_unsaved_step(**spec) for spec in specs]
     if not steps:
         return steps
@@ -449,7 +464,7 @@ def steps_create(specs):
     for step, result in zip(steps, results, strict=True):
         fastsql.inserted(step, result)
         if step.status == StepStatus.QUEUED:
-            _enqueue(step.pk)
+            _enqueue(step.pk, countdown)
     return steps
 
 
@@ -468,10 +483,8 @@ def _unsaved_step(*, thread, kind, turn, status=StepStatus.QUEUED, **fields):
     return step
 
 
-def _new_step(*, thread, kind, turn, countdown=0.0, **fields):
-    step = fastsql.insert_row(_unsaved_step(thread=thread, kind=kind, turn=turn, **fields))
-    if step.status == StepStatus.QUEUED:
-        _enqueue(step.pk, countdown)
+def _new_step(*, countdown=0.0, **spec):
+    (step,) = steps_create([spec], countdown=countdown)
     return step
 
 
@@ -649,6 +662,11 @@ def step_execute(*, step_id, keep_for_s=0):
     return step
 
 
+def _claim_times():
+    now = timezone.now()
+    return {"now": now, "deadline": now + timedelta(seconds=settings.AGENTOPS_STEP_DEADLINE_S)}
+
+
 def _hand_back(step_id, claimed):
     """Send a kept step this task will not finish to the broker. If its claim came back
     with a commit (`claimed`: the Step), it is queued again first, by a conditional update
@@ -670,11 +688,8 @@ def _claim_and_execute(step_id, claimed=_UNCLAIMED):
     """`claimed`: what the step's claim found when it already ran (see _save_and_commit)."""
     step = claimed
     if step is _UNCLAIMED:
-        now = timezone.now()
         # With the run, its team and budget, the thread, its version and agent.
-        step = claim_step(
-            step_id, now=now, deadline=now + timedelta(seconds=settings.AGENTOPS_STEP_DEADLINE_S)
-        )
+        step = claim_step(step_id, **_claim_times())
     if step is None:
         return None
     run = step.run
@@ -987,40 +1002,34 @@ def _continue_after_model(run, thread, step, content):
 
 
 def _start_tool_steps(run, thread, tool_uses):
+    """One step per tool call of the response, written together (in one round trip)."""
     version = thread.agent_version
-    awaiting = False
-    deferred = {}
+    specs = []
     for block in tool_uses:
         name = block.get("name", "")
+        spec = {
+            "thread": thread,
+            "kind": StepKind.TOOL_CALL,
+            "turn": thread.turns,
+            "tool_use_id": block.get("id", ""),
+            "tool_name": name,
+            "request": {"input": block.get("input", {})},
+        }
         if name in DEFERRED_TOOLS:
-            step = _new_step(
-                thread=thread,
-                kind=StepKind.TOOL_CALL,
-                turn=thread.turns,
-                status=StepStatus.RUNNING,
-                claimed_at=timezone.now(),
-                tool_use_id=block.get("id", ""),
-                tool_name=name,
-                request={"input": block.get("input", {})},
-            )
-            deferred.setdefault(name, []).append(step)
-            continue
-        ask = tool_permission(version, name) == "ask"
-        awaiting = awaiting or ask
-        _new_step(
-            thread=thread,
-            kind=StepKind.TOOL_CALL,
-            turn=thread.turns,
-            status=StepStatus.AWAITING_APPROVAL if ask else StepStatus.QUEUED,
-            tool_use_id=block.get("id", ""),
-            tool_name=block.get("name", ""),
-            request={"input": block.get("input", {})},
-        )
+            spec.update(status=StepStatus.RUNNING, claimed_at=timezone.now())
+        elif tool_permission(version, name) == "ask":
+            spec["status"] = StepStatus.AWAITING_APPROVAL
+        specs.append(spec)
+    steps = steps_create(specs)
     thread.pending_tools = len(tool_uses)
-    if awaiting:
+    if any(step.status == StepStatus.AWAITING_APPROVAL for step in steps):
         run.status = RunStatus.AWAITING_APPROVAL
-    for name, steps in deferred.items():
-        DEFERRED_TOOLS[name](run=run, thread=thread, steps=steps)
+    deferred = {}
+    for step in steps:
+        if step.tool_name in DEFERRED_TOOLS:
+            deferred.setdefault(step.tool_name, []).append(step)
+    for name, deferred_steps in deferred.items():
+        DEFERRED_TOOLS[name](run=run, thread=thread, steps=deferred_steps)
 
 
 def _record_tool_result(run, thread, step, *, content, is_error, latency_ms, also=()):
@@ -1078,9 +1087,8 @@ def _end_run(run, status, *, error=""):
         RunStatus.CANCELLED: ThreadStatus.CANCELLED,
     }.get(status, ThreadStatus.FAILED)
     # A pending parent is saved first: ending the run closes it, and the hooks read it.
-    pending = [fastsql.update(row) for row in _checkpoint_rows_taken()]
     fastsql.batch(
-        *pending,
+        *_checkpoint_pending_updates(),
         fastsql.update(run),
         fastsql.update_where(
             Step,

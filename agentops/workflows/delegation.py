@@ -289,7 +289,7 @@ def _delegation_of_child(row):
 def delegation_finished(*, run, parent, child, outcome, text, row):
     """A child thread ended: its result answers its delegate call (is_error unless it
     succeeded); a freed slot starts the next waiting child. `row`: the child's delegation,
-    read with the parent's lock (delegation_finished.read)."""
+    read with the parent's lock (the statement it registered with)."""
     # The caller holds the run's row lock, under which every delegation of the run changes.
     delegation = _delegation_of_child(row)
     if delegation is None or not delegation.is_open:
@@ -407,9 +407,6 @@ DELEGATE_SPEC = ToolSpec(
 )
 
 
-delegation_finished.read = _delegation_of_child_statement
-
-
 def install():
     """Register the delegate tool and the engine hooks (once, from AppConfig.ready)."""
     if registry.get(DELEGATE) is None:
@@ -417,7 +414,7 @@ def install():
     if delegate_tools not in engine.THREAD_TOOLS_HOOKS:
         engine.THREAD_TOOLS_HOOKS.append(delegate_tools)
         engine.THREAD_LIMIT_HOOKS.append(child_budget_stop)
-        engine.CHILD_FINISHED_HOOKS.append(delegation_finished)
+        engine.on_child_finished(delegation_finished, read=_delegation_of_child_statement)
         engine.RUN_FINISHED_HOOKS.append(delegations_close)
     engine.DEFERRED_TOOLS[DELEGATE] = delegations_start
     from .services import workflow_rerun
