@@ -175,3 +175,36 @@ def sim():
     transport.clear()
     yield transport
     transport.clear()
+
+
+class RoundTrips(list):
+    """What reaches PostgreSQL, one entry per round trip: "batch" for each of fastsql's
+    pipelines, and "orm" for each ORM query made inside `with trips.counting():`."""
+
+    def counting(self):
+        from django.db import connection
+
+        return connection.execute_wrapper(self._orm_query)
+
+    def _orm_query(self, execute, *args):
+        self.append("orm")
+        return execute(*args)
+
+
+@pytest.fixture
+def round_trips(monkeypatch):
+    from django.db import connection
+
+    from agentops import fastsql
+
+    if connection.vendor != "postgresql":
+        pytest.skip("statements are batched into round trips on PostgreSQL only")
+    trips = RoundTrips()
+    batch = fastsql._batch_postgresql
+
+    def counted_batch(*args, **kwargs):
+        trips.append("batch")
+        return batch(*args, **kwargs)
+
+    monkeypatch.setattr(fastsql, "_batch_postgresql", counted_batch)
+    return trips

@@ -259,15 +259,20 @@ def _outermost_atomic_block():
 
 
 def save_rows_and_commit(*instances_to_save, then=()):
-    """The last statement of an outermost transaction.atomic() block: save the rows and, on
+    """write_and_commit of the rows' UPDATEs (every concrete field, as Model.save())."""
+    return write_and_commit(*(update(instance) for instance in instances_to_save), then=then)
+
+
+def write_and_commit(*statements, then=()):
+    """The last statements of an outermost transaction.atomic() block: run them and, on
     PostgreSQL, COMMIT in the same round trip. The block's own commit then finds the
     connection idle, which psycopg skips, and runs the on_commit callbacks as usual. Inside
-    another block (a test case's, a caller's) or elsewhere, only the rows are saved.
+    another block (a test case's, a caller's) or elsewhere, only the statements run.
 
     `then`: statements to run after the COMMIT in the same round trip, as a transaction of
     their own. Returns their results, or None when they did not run (no COMMIT here) or
     failed (the commit stands; the failure is logged)."""
-    statements = [update(instance) for instance in instances_to_save]
+    statements = list(statements)
     if not (batched() and _outermost_atomic_block()):
         batch(*statements)
         return None

@@ -197,21 +197,21 @@ def child_thread_end(*, run, thread, outcome, text=""):
         Step.objects.filter(thread=thread, status__in=OPEN_STEP_STATUSES).update(
             status=StepStatus.CANCELLED, finished_at=now, error=f"Not executed: thread {outcome}."
         )
-    # Saving the thread, locking its parent and the hooks' reads go in one round trip, and
-    # the parent is saved with the checkpoint's commit when there is one: every sibling that
-    # ends waits for this run's row lock while it is held.
-    lock_parent, parent_part = fastsql.lock(Thread, thread.parent_id)
-    readers = [hook for hook in CHILD_FINISHED_HOOKS if hook in CHILD_FINISHED_READS]
-    earlier = _checkpoint_pending_updates()
-    results = fastsql.batch(
-        *earlier,
-        fastsql.update(thread),
-        lock_parent,
-        *(CHILD_FINISHED_READS[hook](thread) for hook in readers),
-    )
-    _, parent_row, *read = results[len(earlier) :]
-    rows = {hook: row for hook, (row, _) in zip(readers, read, strict=True)}
-    parent = fastsql.locked(parent_row, Thread, thread.parent_id, parent_part)
+    # Every sibling that ends waits for this run's row lock while it is held: the parent is
+    # locked and the hooks' reads done in as few round trips as may be (in the checkpoint's
+    # first when it read them ahead), and the parent and the thread are saved with the
+    # checkpoint's commit when there is one.
+    ahead = _read_ahead.get()
+    pending = _checkpoint_writes.get()
+    if ahead is not None and ahead[0] == thread.pk and not pending:
+        _read_ahead.set(None)
+        results = ahead[1]
+        _write_with_checkpoint(thread)
+    else:
+        earlier = _checkpoint_pending_updates()
+        results = fastsql.batch(*earlier, fastsql.update(thread), *_parent_statements(thread))
+        results = results[len(earlier) + 1 :]
+    parent, rows = _parent_and_reads(thread, results)
     parent.pending_children = max(parent.pending_children - 1, 0)
     for hook in CHILD_FINISHED_HOOKS:
         found = {"row": rows[hook]} if hook in rows else {}
@@ -219,7 +219,26 @@ def child_thread_end(*, run, thread, outcome, text=""):
     if parent.pending_children == 0:
         for hook in CHILDREN_FINISHED_HOOKS:
             hook(parent=parent)
-    _save_with_checkpoint(parent)
+    _write_with_checkpoint(parent)
+
+
+def _child_finished_readers():
+    return [hook for hook in CHILD_FINISHED_HOOKS if hook in CHILD_FINISHED_READS]
+
+
+def _parent_statements(child):
+    """Lock a sub-agent's parent, then the CHILD_FINISHED_READS of its end."""
+    lock_parent, _ = fastsql.lock(Thread, child.parent_id)
+    return [lock_parent, *(CHILD_FINISHED_READS[hook](child) for hook in _child_finished_readers())]
+
+
+def _parent_and_reads(child, results):
+    """The locked parent and {hook: row read}, from the results of _parent_statements."""
+    _, parent_part = fastsql.lock(Thread, child.parent_id)
+    parent_row, *read = results
+    parent = fastsql.locked(parent_row, Thread, child.parent_id, parent_part)
+    readers = _child_finished_readers()
+    return parent, {hook: row for hook, (row, _) in zip(readers, read, strict=True)}
 
 
 def threads_stop(threads, *, status, reason):
@@ -393,63 +412,84 @@ def _forget_reservation():
         kept.reserved = None
 
 
-# Rows that a checkpoint's code changed besides its run and thread (an ending sub-agent's
-# parent), saved in its last round trip with the COMMIT rather than in one of their own.
-_checkpoint_rows = contextvars.ContextVar("agentops_runs_checkpoint_rows", default=None)
+# What a checkpoint's code writes besides its run and thread (an ending sub-agent's parent,
+# the delegate call it answers), in its last round trip with the COMMIT rather than in one
+# of their own: rows (saved as they are then) and statements.
+_checkpoint_writes = contextvars.ContextVar("agentops_runs_checkpoint_writes", default=None)
+# An ending sub-agent's parent, locked in the checkpoint's first round trip with its run,
+# and the rows its CHILD_FINISHED_READS read: (child's id, results of _parent_statements).
+_read_ahead = contextvars.ContextVar("agentops_runs_read_ahead", default=None)
 
 
 @contextmanager
 def _checkpoint():
     """The body of a checkpoint (inside its transaction) that ends in _save_and_commit; what
-    is still pending when it ends otherwise is saved then."""
-    token = _checkpoint_rows.set([])
+    is still pending when it ends otherwise is written then."""
+    token = _checkpoint_writes.set([])
+    ahead = _read_ahead.set(None)
     try:
         yield
         left = _checkpoint_pending_updates()
         if left:
             fastsql.batch(*left)
     finally:
-        _checkpoint_rows.reset(token)
+        _read_ahead.reset(ahead)
+        _checkpoint_writes.reset(token)
 
 
-def _save_with_checkpoint(*rows):
-    """Save rows now, or in the enclosing checkpoint's last round trip."""
-    pending = _checkpoint_rows.get()
+def _write_with_checkpoint(*writes):
+    """Rows to save and (sql, params) statements to run now, or in the enclosing
+    checkpoint's last round trip."""
+    pending = _checkpoint_writes.get()
     if pending is None:
-        fastsql.save_rows(*rows)
+        fastsql.batch(*_statements(writes))
     else:
-        pending.extend(rows)
+        pending.extend(writes)
 
 
-def _checkpoint_rows_taken():
-    """The rows waiting for the checkpoint's last round trip, which now takes them over."""
-    pending = _checkpoint_rows.get()
+def _statements(writes):
+    return [write if isinstance(write, tuple) else fastsql.update(write) for write in writes]
+
+
+def _checkpoint_pending_updates():
+    """The statements waiting for the checkpoint's commit, taken over by the caller.
+    Whatever locks and reads what they write, or updates threads in bulk, inside the
+    checkpoint runs them first: the stale copy would otherwise overwrite it at the COMMIT,
+    or the read would miss the write."""
+    pending = _checkpoint_writes.get()
     if not pending:
         return []
-    taken = list(pending)
+    taken = _statements(pending)
     pending.clear()
     return taken
 
 
-def _checkpoint_pending_updates():
-    """The UPDATEs of the rows waiting for the checkpoint's commit, taken over by the caller.
-    Whatever locks and reads such a row again, or updates threads in bulk, inside the
-    checkpoint runs them first: the stale copy would otherwise overwrite it at the COMMIT."""
-    return [fastsql.update(row) for row in _checkpoint_rows_taken()]
+def checkpoint_flush():
+    """Run what waits for the enclosing checkpoint's commit now: call it before reading
+    rows the checkpoint's code may have written (a delegation, a tool step), inside it."""
+    pending = _checkpoint_pending_updates()
+    if pending:
+        fastsql.batch(*pending)
 
 
 def _save_and_commit(*rows):
-    """A checkpoint's last round trip: save its rows and commit (fastsql.save_rows_and_commit)
-    and, when its transaction reserved a step for this worker, claim that step right after
-    the COMMIT in the same round trip: one round trip fewer before the worker executes it.
-    The step was committed queued; the claim is the same conditional update as any."""
-    rows = (*rows, *_checkpoint_rows_taken())
+    """A checkpoint's last round trip: save its rows, write what waits for it and commit
+    (fastsql.write_and_commit) and, when its transaction reserved a step for this worker,
+    claim that step right after the COMMIT in the same round trip: one round trip fewer
+    before the worker executes it. The step was committed queued; the claim is the same
+    conditional update as any."""
+    pending = _checkpoint_writes.get() or []
+    # A row both saved here and waiting (an ending sub-agent's thread) is written once.
+    statements = [fastsql.update(row) for row in rows if not any(row is w for w in pending)]
+    statements += _checkpoint_pending_updates()
     kept = _kept_step.get()
     step_id = kept.reserved if kept is not None else None
     if step_id is None:
-        fastsql.save_rows_and_commit(*rows)
+        fastsql.write_and_commit(*statements)
         return
-    results = fastsql.save_rows_and_commit(*rows, then=claim_statements(step_id, **_claim_times()))
+    results = fastsql.write_and_commit(
+        *statements, then=claim_statements(step_id, **_claim_times())
+    )
     if results is not None:  # None: no COMMIT here (not PostgreSQL) or the claim failed
         kept.claimed = (step_id, claimed_step(results))
 
@@ -922,9 +962,13 @@ def _checkpoint_model_result(step, result, usage_row):
         only_if={"status": StepStatus.RUNNING, "attempts": step.attempts},
     )
     insert_usage = [fastsql.insert(usage_row)] if usage_row is not None else []
-    run, thread, ((_, owned), *inserted) = _lock_run_and_thread(step, record, *insert_usage)
-    for insert_result in inserted:
+    ending_child = _answer_may_end_sub_agent(step, result)
+    ahead = _parent_statements(step.thread) if ending_child else []
+    run, thread, ((_, owned), *results) = _lock_run_and_thread(step, record, *insert_usage, *ahead)
+    for insert_result in results[: len(insert_usage)]:
         fastsql.inserted(usage_row, insert_result)
+    if ending_child:
+        _read_ahead.set((step.thread_id, results[len(insert_usage) :]))
     if not owned:
         logger.warning("Discarding a late result for step %s (attempt %s)", step.pk, step.attempts)
         return
@@ -937,6 +981,19 @@ def _checkpoint_model_result(step, result, usage_row):
         thread.turns += 1
         _continue_after_model(run, thread, step, result.content)
     _save_and_commit(run, thread)
+
+
+def _answer_may_end_sub_agent(step, result):
+    """Whether this answer may end a sub-agent (any stop but a tool call or a paused turn):
+    then its checkpoint locks the parent and reads what its end needs in its first round
+    trip, under the run's lock anyway, rather than in one more while siblings wait."""
+    thread = step._state.fields_cache.get("thread")
+    return (
+        thread is not None
+        and thread.parent_id is not None
+        and thread.role not in THREAD_ROLE_HANDLERS
+        and result.stop_reason not in ("tool_use", "pause_turn")
+    )
 
 
 def _continue_after_model(run, thread, step, content):
@@ -1039,11 +1096,14 @@ def _record_tool_result(run, thread, step, *, content, is_error, latency_ms, als
     step.response = {"content": content, "is_error": bool(is_error)}
     step.latency_ms = latency_ms
     step.finished_at = timezone.now()
-    fastsql.batch(*also, fastsql.update(step))
+    writes = [*also, fastsql.update(step)]
     run.tool_calls += 1
     thread.pending_tools = max(thread.pending_tools - 1, 0)
     if thread.pending_tools or not run.is_active or thread.status in FINISHED_THREAD_STATUSES:
+        _write_with_checkpoint(*writes)
         return
+    # The turn's results are read back, this one's included.
+    fastsql.batch(*_checkpoint_pending_updates(), *writes)
     results = [
         {
             "type": "tool_result",

@@ -214,6 +214,7 @@ def delegations_start(*, run, thread, steps):
 def start_waiting_children(*, run, version, fresh=None):
     """Queue the first model call of waiting children while the parallel limit allows.
     `fresh`: delegations just created in this transaction (their rows need no reading)."""
+    engine.checkpoint_flush()  # a delegation that just finished is no longer running
     if fresh is not None:
         running = Delegation.objects.filter(run=run, status=DelegationStatus.RUNNING).count()
         waiting = fresh

@@ -113,12 +113,51 @@ def test_tool_results_wait_for_the_last_parallel_tool(make_agent, sim, alice):
         services.step_execute(step_id=_model_steps(run)[0].pk)
         first_tool, second_tool = _tool_steps(run)
         services.step_execute(step_id=first_tool.pk)
-        # One tool finished: no model step yet.
+        # One tool finished: no model step yet, its result written with the commit.
         assert len(_model_steps(run)) == 1
         assert run.threads.get().pending_tools == 1
+        first_tool.refresh_from_db()
+        assert first_tool.status == StepStatus.SUCCEEDED and first_tool.response["content"]
         services.step_execute(step_id=second_tool.pk)
     assert len(_model_steps(run)) == 2
     assert run.threads.get().pending_tools == 0
+    results = run.threads.get().messages[-1]["content"]
+    assert [r["content"] for r in results] == [s.response["content"] for s in _tool_steps(run)]
+
+
+def test_a_tool_result_not_the_last_is_written_with_its_commit(
+    make_agent, sim, alice, monkeypatch, round_trips
+):
+    """Between locking its run and committing, a parallel tool call's checkpoint makes one
+    round trip: the result goes with the COMMIT. The last one also reads the turn's
+    results and queues the next model call."""
+    agent = make_agent(tools=_tools("get_weather", "get_stock"))
+    run = services.run_start(
+        agent=agent, input="Use get_weather for Rome and get_stock for SKU X-9.", actor=alice
+    )
+    lock, commit = services._lock_for_checkpoint, services._save_and_commit
+    committed = []
+
+    def counted_lock(step):
+        round_trips.clear()
+        return lock(step)
+
+    def counted_commit(*rows):
+        commit(*rows)
+        committed.append(list(round_trips))
+
+    with services.inline_execution():
+        services.step_execute(step_id=_model_steps(run)[0].pk)
+        first_tool, second_tool = _tool_steps(run)
+        monkeypatch.setattr(services, "_lock_for_checkpoint", counted_lock)
+        monkeypatch.setattr(services, "_save_and_commit", counted_commit)
+        with round_trips.counting():
+            services.step_execute(step_id=first_tool.pk)
+            services.step_execute(step_id=second_tool.pk)
+    first, second = committed
+    assert first == ["batch", "batch"]
+    # write the result, read the turn's results, queue the model call, commit
+    assert second == ["batch", "batch", "orm", "batch", "batch"]
 
 
 def test_invalid_tool_input_becomes_an_error_result(

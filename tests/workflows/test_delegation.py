@@ -240,45 +240,32 @@ def test_the_fan_out_benchmark_reads_where_a_run_spent_its_time(make_workflow, s
     )
 
 
-def test_a_sub_agent_ends_in_four_round_trips_under_its_run_lock(
-    make_workflow, sim, drain, monkeypatch
+def test_a_sub_agent_ends_in_two_round_trips_under_its_run_lock(
+    make_workflow, sim, drain, monkeypatch, round_trips
 ):
     """Its siblings wait for the run's row lock while a sub-agent's last checkpoint holds
-    it: lock and record the answer; save the thread, lock its parent and read its
-    delegation; answer the delegate call; save the run, thread and parent and commit. The
-    last one also reads the turn's results and queues the lead's next call."""
+    it: lock the run and the parent, record the answer and read the delegation; save the
+    run, thread and parent, answer the delegate call and commit. The last one also writes
+    the delegate call's answer before it reads the turn's results, and queues the lead's
+    next call."""
     from agentops.runs import services as engine
 
-    if connection.vendor != "postgresql":
-        pytest.skip("statements are batched into round trips on PostgreSQL only")
-    trips = []
-    batch = fastsql._batch_postgresql
-
-    def counted_batch(*args, **kwargs):
-        trips.append("batch")
-        return batch(*args, **kwargs)
-
-    def counted_query(execute, *args):
-        trips.append("orm")
-        return execute(*args)
-
-    monkeypatch.setattr(fastsql, "_batch_postgresql", counted_batch)
     checkpoint = engine._checkpoint_model_result
     per_child = []
 
     def counted_checkpoint(step, result, usage_row):
-        before = len(trips)
-        with connection.execute_wrapper(counted_query):
+        before = len(round_trips)
+        with round_trips.counting():
             checkpoint(step, result, usage_row)
         if step.thread.parent_id is not None:
-            per_child.append(len(trips) - before)
+            per_child.append(len(round_trips) - before)
 
     monkeypatch.setattr(engine, "_checkpoint_model_result", counted_checkpoint)
     # All may run at once (as in the benchmark): no waiting child to look for.
     workflow = make_workflow(mode=WorkflowMode.FAN_OUT, max_parallel=3, max_children=3)
     run = drain(workflow_run_start(workflow=workflow, input="Assess solar panels."))
     assert run.status == RunStatus.SUCCEEDED, run.error
-    assert per_child == [4, 4, 6]
+    assert per_child == [2, 2, 5]
 
 
 def test_two_sub_agents_ended_in_one_checkpoint_both_reach_their_parent(
