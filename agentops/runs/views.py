@@ -189,7 +189,7 @@ def run_compare(request):
         # not a 404 page: the reader stays on the form.
         runs = (
             team_queryset(request, Run)
-            .select_related("agent", "agent_version")
+            .select_related("agent", "agent_version", "evaluation__rubric_version__rubric")
             .in_bulk([form.cleaned_data["a"], form.cleaned_data["b"]])
         )
         for field in ("a", "b"):

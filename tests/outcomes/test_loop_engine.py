@@ -303,6 +303,27 @@ def test_the_run_page_shows_the_evaluation_and_links_both_ways(
     assert "the grader said satisfied" in page
 
 
+def test_compare_shows_each_runs_grade(worker, rubric, drain, sim, alice, bob_client):
+    graded = drain(run_start_graded(rubric=rubric, agent=worker, input=TASK, actor=alice))
+    plain = drain(engine.run_start(agent=worker, input=TASK, actor=alice))
+    page = bob_client.get(reverse("runs:compare"), {"a": graded.pk, "b": plain.pk}).text
+    first, second = (
+        page.split('id="compare-grade-1"')[1].split("</p>")[0],
+        page.split('id="compare-grade-2"')[1].split("</p>")[0],
+    )
+    assert f"Graded by {rubric.name}" in first and ">Satisfied<" in first
+    assert "score 100.0% after 2 iterations" in first
+    assert reverse("review:evaluation", args=[graded.evaluation.pk]) in first
+    assert "Not graded." in second
+    # A reviewer's override is the verdict that counts here too.
+    from agentops.outcomes.services import evaluation_review
+
+    evaluation_review(evaluation=graded.evaluation, reviewer=alice, verdict="failed")
+    page = bob_client.get(reverse("runs:compare"), {"a": graded.pk, "b": plain.pk}).text
+    assert "data-reviewed-verdict>Rubric does not apply<" in page
+    assert "the grader said satisfied" in page
+
+
 def test_the_run_page_of_a_graded_run_is_denied_to_others(
     worker,
     rubric,
