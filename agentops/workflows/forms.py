@@ -18,11 +18,6 @@ from .models import (
 from .services import INTERVAL_TOO_LONG, MAX_INTERVAL_MINUTES, Specialist, cron_errors
 
 
-class AgentVersionChoiceField(forms.ModelChoiceField):
-    def label_from_instance(self, obj):
-        return f"{obj.agent.name} v{obj.number}"
-
-
 class RubricChoiceField(forms.ModelChoiceField):
     def label_from_instance(self, obj):
         return f"{obj.name} (archived)" if obj.is_archived else obj.name
@@ -48,15 +43,29 @@ def _team_versions(team):
     return (
         AgentVersion.objects.filter(agent__team=team)
         .select_related("agent")
-        .order_by("agent__name", "-number")
+        .order_by("agent__name", "agent_id", "-number")
     )
+
+
+def _offer_versions(field, team):
+    """The team's agent versions, grouped by agent in the dropdown: which version belongs
+    to which agent is visible before the form refuses a mismatch."""
+    versions = _team_versions(team)
+    field.queryset = versions
+    groups = {}
+    for version in versions:
+        groups.setdefault(version.agent, []).append((version.pk, f"v{version.number}"))
+    field.choices = [
+        ("", field.empty_label),
+        *((agent.name, options) for agent, options in groups.items()),
+    ]
 
 
 class WorkflowForm(forms.Form):
     name = forms.CharField(max_length=120)
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
     lead_agent = forms.ModelChoiceField(queryset=Agent.objects.none(), label="Lead agent")
-    lead_pinned_version = AgentVersionChoiceField(
+    lead_pinned_version = forms.ModelChoiceField(
         queryset=AgentVersion.objects.none(),
         required=False,
         label="Lead version",
@@ -105,7 +114,7 @@ class WorkflowForm(forms.Form):
         super().__init__(*args, **kwargs)
         # Other teams' agents are not offered; a forged id is "not one of the choices".
         self.fields["lead_agent"].queryset = _team_agents(team)
-        self.fields["lead_pinned_version"].queryset = _team_versions(team)
+        _offer_versions(self.fields["lead_pinned_version"], team)
         self.fields["rubric"].queryset = _rubric_choices(self, team)
         for field, (low, high) in LIMIT_RANGES.items():
             self.fields[field].validators.append(_range_validator(low, high))
@@ -129,7 +138,7 @@ def _range_validator(low, high):
 
 class RosterEntryForm(forms.Form):
     agent = forms.ModelChoiceField(queryset=Agent.objects.none(), label="Specialist")
-    pinned_version = AgentVersionChoiceField(
+    pinned_version = forms.ModelChoiceField(
         queryset=AgentVersion.objects.none(),
         required=False,
         label="Version",
@@ -150,7 +159,7 @@ class RosterEntryForm(forms.Form):
     def __init__(self, *args, team, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["agent"].queryset = _team_agents(team)
-        self.fields["pinned_version"].queryset = _team_versions(team)
+        _offer_versions(self.fields["pinned_version"], team)
         self.fields["rubric"].queryset = _rubric_choices(self, team)
 
     def clean(self):

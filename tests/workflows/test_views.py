@@ -72,6 +72,46 @@ def test_form_roster_errors(alice_client, lead, specialists):
     assert response.status_code == 400 and "the lead cannot also be a specialist" in response.text
 
 
+def test_version_dropdowns_group_versions_by_agent_and_a_mismatch_is_refused(
+    alice_client, lead, specialists, alice
+):
+    from agentops.agents.services import agent_update
+
+    writer = specialists[1]
+    current = writer.current_version
+    agent_update(
+        agent=writer,
+        actor=alice,
+        name=writer.name,
+        model=current.model,
+        max_tokens=current.max_tokens,
+        system_prompt="You write very clearly.",
+    )
+    page = alice_client.get(reverse("workflows:create")).text
+    versions = page.split('name="roster-0-pinned_version"')[1].split("</select>")[0]
+    assert '<option value="" selected>Follow the latest version</option>' in versions
+    writer_group = versions.split('<optgroup label="Writer">')[1].split("</optgroup>")[0]
+    assert [line.split(">")[1].split("<")[0] for line in writer_group.split("<option")[1:]] == [
+        "v2",
+        "v1",
+    ]
+    # The other team's agents are not there; every agent of this team is, once.
+    assert versions.count("<optgroup") == 4
+    researcher_v1 = specialists[0].versions.get().pk
+    response = alice_client.post(
+        reverse("workflows:create"),
+        _form_data(lead, [writer], **{"roster-0-pinned_version": researcher_v1}),
+    )
+    assert response.status_code == 400 and "Choose a version of Writer." in response.text
+    pinned = writer.versions.get(number=1).pk
+    response = alice_client.post(
+        reverse("workflows:create"),
+        _form_data(lead, [writer], **{"roster-0-pinned_version": pinned}),
+    )
+    assert response.status_code == 302
+    assert Workflow.objects.get().current_version.roster.get().pinned_version_id == pinned
+
+
 def test_form_refuses_another_teams_agent(alice_client, lead, make_agent, team_b, charlie):
     outsider = make_agent("Outsider", team=team_b, actor=charlie)
     response = alice_client.post(reverse("workflows:create"), _form_data(lead, [outsider]))
