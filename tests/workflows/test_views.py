@@ -137,6 +137,32 @@ def test_edit_makes_a_new_version_and_detail_shows_the_diff(alice_client, make_w
     assert version.status_code == 200 and "5 parallel" in version.text
 
 
+def test_a_thread_whose_first_call_no_worker_has_taken_yet_is_queued_in_the_tree(
+    alice_client, make_workflow, sim, drain
+):
+    from django.utils import timezone
+
+    from agentops.runs.models import Step, StepKind, StepStatus
+
+    workflow = make_workflow()
+    run = workflow_run_start(workflow=workflow, input="hi")
+    url = reverse("workflows:run", args=[run.pk])
+
+    def lead_status():
+        page = alice_client.get(url).text
+        row = page.split('class="thread-row depth-0"')[1].split("</tr>")[0]
+        return row.split('<span class="badge">')[1].split("<")[0]
+
+    assert lead_status() == "Queued"
+    Step.objects.filter(run=run, kind=StepKind.MODEL_CALL).update(
+        status=StepStatus.RUNNING, claimed_at=timezone.now()
+    )
+    assert lead_status() == "Active"
+    Step.objects.filter(run=run).update(status=StepStatus.QUEUED, claimed_at=None)
+    drain(run)
+    assert lead_status() == "Succeeded"
+
+
 def test_reviewer_may_view_but_not_edit_or_run(bob_client, make_workflow):
     workflow = make_workflow()
     assert bob_client.get(reverse("workflows:detail", args=[workflow.pk])).status_code == 200
