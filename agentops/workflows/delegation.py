@@ -208,15 +208,32 @@ def delegations_start(*, run, thread, steps):
             thread_grade(thread=child, rubric=entry.rubric, task=task)
     thread.pending_children += len(delegations)
     thread.status = ThreadStatus.WAITING_CHILDREN
-    start_waiting_children(run=run, version=workflow_run.version, fresh=delegations)
+    start_waiting_children(run=run, version=workflow_run.version, fresh=delegations, changed=thread)
 
 
-def start_waiting_children(*, run, version, fresh=None):
+def _working(run, changed):
+    """How many of the run's sub-agents hold a parallel slot: running and not waiting for
+    sub-agents of their own (those would otherwise hold every slot their sub-agents need,
+    and wait forever). `changed`: a thread whose status this transaction changed and has
+    not written yet (it began or stopped waiting for its sub-agents)."""
+    running = Delegation.objects.filter(run=run, status=DelegationStatus.RUNNING).exclude(
+        child__status=ThreadStatus.WAITING_CHILDREN
+    )
+    if changed is None:
+        return running.count()
+    working = running.exclude(child=changed).count()
+    if changed.parent_id is not None and changed.status == ThreadStatus.ACTIVE:
+        working += 1  # a sub-agent whose sub-agents are done takes its slot back
+    return working
+
+
+def start_waiting_children(*, run, version, fresh=None, changed=None):
     """Queue the first model call of waiting children while the parallel limit allows.
-    `fresh`: delegations just created in this transaction (their rows need no reading)."""
+    `fresh`: delegations just created in this transaction (their rows need no reading);
+    `changed`: see _working."""
     engine.checkpoint_flush()  # a delegation that just finished is no longer running
     if fresh is not None:
-        running = Delegation.objects.filter(run=run, status=DelegationStatus.RUNNING).count()
+        running = _working(run, changed)
         waiting = fresh
     else:
         waiting = list(
@@ -226,7 +243,7 @@ def start_waiting_children(*, run, version, fresh=None):
         )
         if not waiting:
             return
-        running = Delegation.objects.filter(run=run, status=DelegationStatus.RUNNING).count()
+        running = _working(run, changed)
     chosen = waiting[: max(version.max_parallel - running, 0)]
     if not chosen:
         return
@@ -324,7 +341,7 @@ def delegation_finished(*, run, parent, child, outcome, text, row):
     version = workflow_run.version
     # A run starts at most max_children sub-agents: when all may run at once, none waits.
     if version.max_parallel < version.max_children:
-        start_waiting_children(run=run, version=version)
+        start_waiting_children(run=run, version=version, changed=parent)
 
 
 def _grade_note(child):

@@ -294,3 +294,38 @@ def test_two_sub_agents_ended_in_one_checkpoint_both_reach_their_parent(
     results = lead.messages[2]["content"]
     assert [r["content"] for r in results] == [f"Answer of {c.pk}." for c in children]
     assert lead.steps.filter(kind=StepKind.MODEL_CALL, status=StepStatus.QUEUED).count() == 1
+
+
+def test_a_sub_agent_waiting_for_its_own_sub_agents_frees_its_parallel_slot(
+    make_workflow, sim, drain
+):
+    """Two slots, three specialists, each delegating again: were a waiting sub-agent to
+    keep its slot, the two first would wait for sub-agents that wait for a slot forever."""
+    from agentops.runs import services as engine
+
+    workflow = make_workflow(max_depth=2, max_children=20, max_parallel=2)
+    run = workflow_run_start(workflow=workflow, input="Audit a website.")
+
+    def working():
+        return Delegation.objects.filter(run=run, status=DelegationStatus.RUNNING).exclude(
+            child__status=ThreadStatus.WAITING_CHILDREN
+        )
+
+    with engine.inline_execution():
+        engine.step_execute(step_id=Step.objects.get(run=run, status=StepStatus.QUEUED).pk)
+        first, second, third = Delegation.objects.filter(run=run).order_by("id")
+        assert working().count() == 2 and third.status == DelegationStatus.WAITING
+        step = first.child.steps.get(status=StepStatus.QUEUED)
+        engine.step_execute(step_id=step.pk)
+    # The first now waits for its own: its slot went to one of them, not to the third.
+    first.child.refresh_from_db()
+    assert first.child.status == ThreadStatus.WAITING_CHILDREN
+    assert set(working().values_list("depth", flat=True)) == {1, 2}
+    assert working().count() == 2
+    third.refresh_from_db()
+    assert third.status == DelegationStatus.WAITING
+    run = drain(run)
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    delegations = Delegation.objects.filter(run=run)
+    assert {d.status for d in delegations} == {DelegationStatus.SUCCEEDED}
+    assert sorted(set(delegations.values_list("depth", flat=True))) == [1, 2]
