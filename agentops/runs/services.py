@@ -429,9 +429,7 @@ def _checkpoint():
     ahead = _read_ahead.set(None)
     try:
         yield
-        left = _checkpoint_pending_updates()
-        if left:
-            fastsql.batch(*left)
+        checkpoint_flush()
     finally:
         _read_ahead.reset(ahead)
         _checkpoint_writes.reset(token)

@@ -1,4 +1,5 @@
 import zoneinfo
+from functools import cached_property
 
 from django import forms
 from django.db.models import Q
@@ -47,18 +48,18 @@ def _team_versions(team):
     )
 
 
-def _offer_versions(field, team):
-    """The team's agent versions, grouped by agent in the dropdown: which version belongs
-    to which agent is visible before the form refuses a mismatch."""
-    versions = _team_versions(team)
-    field.queryset = versions
+def team_version_choices(team):
+    """The team's agent versions as dropdown choices grouped by agent (one query): which
+    version belongs to which agent is visible before the form refuses a mismatch."""
     groups = {}
-    for version in versions:
+    for version in _team_versions(team):
         groups.setdefault(version.agent, []).append((version.pk, f"v{version.number}"))
-    field.choices = [
-        ("", field.empty_label),
-        *((agent.name, options) for agent, options in groups.items()),
-    ]
+    return [(agent.name, options) for agent, options in groups.items()]
+
+
+def _offer_versions(field, team, choices):
+    field.queryset = _team_versions(team)
+    field.choices = [("", field.empty_label), *choices]
 
 
 class WorkflowForm(forms.Form):
@@ -114,7 +115,7 @@ class WorkflowForm(forms.Form):
         super().__init__(*args, **kwargs)
         # Other teams' agents are not offered; a forged id is "not one of the choices".
         self.fields["lead_agent"].queryset = _team_agents(team)
-        _offer_versions(self.fields["lead_pinned_version"], team)
+        _offer_versions(self.fields["lead_pinned_version"], team, team_version_choices(team))
         self.fields["rubric"].queryset = _rubric_choices(self, team)
         for field, (low, high) in LIMIT_RANGES.items():
             self.fields[field].validators.append(_range_validator(low, high))
@@ -156,10 +157,10 @@ class RosterEntryForm(forms.Form):
         help_text="The specialist revises until its answer passes, before the lead gets it.",
     )
 
-    def __init__(self, *args, team, **kwargs):
+    def __init__(self, *args, team, version_choices, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["agent"].queryset = _team_agents(team)
-        _offer_versions(self.fields["pinned_version"], team)
+        _offer_versions(self.fields["pinned_version"], team, version_choices)
         self.fields["rubric"].queryset = _rubric_choices(self, team)
 
     def clean(self):
@@ -175,8 +176,16 @@ class BaseRosterFormSet(forms.BaseFormSet):
         self.team = team
         super().__init__(*args, **kwargs)
 
+    @cached_property
+    def version_choices(self):
+        return team_version_choices(self.team)  # once for all its forms
+
     def get_form_kwargs(self, index):
-        return {**super().get_form_kwargs(index), "team": self.team}
+        return {
+            **super().get_form_kwargs(index),
+            "team": self.team,
+            "version_choices": self.version_choices,
+        }
 
     @property
     def empty_form(self):
@@ -186,6 +195,7 @@ class BaseRosterFormSet(forms.BaseFormSet):
             empty_permitted=True,
             use_required_attribute=False,
             team=self.team,
+            version_choices=self.version_choices,
         )
         self.add_fields(form, None)
         return form
